@@ -1,0 +1,13 @@
+// Entry point of the executable. No top-level await: the bundle is CommonJS (see Makefile).
+import process from "node:process";
+import { main } from "./cli.ts";
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err) => {
+    process.stderr.write(`ingest-agent: fatal: ${err instanceof Error ? err.message : err}\n`);
+    process.exitCode = 1;
+  },
+);
