@@ -1,5 +1,193 @@
+/**
+ * The command line: `run` (default), `validate`, `--version`, `--help`. Maps every outcome to an
+ * exit code in one place: 0 clean stop, 2 bad usage or configuration, 1 any other fatal error.
+ * Also owns the process's signals: first SIGTERM/SIGINT drains, the second cancels runs now, the
+ * third exits at once (repeats within 2 s count as one).
+ */
+import { mkdir } from "node:fs/promises";
+import process from "node:process";
+import { Agent } from "./agent.ts";
+import { type AgentConfig, ConfigError, loadConfig } from "./config.ts";
+import { AgentError } from "./errors.ts";
+import { GmsClient } from "./gms/client.ts";
+import { newIdentity } from "./identity.ts";
+import { createLogger, type Logger } from "./log.ts";
+import { Redactor } from "./redact.ts";
 import { VERSION } from "./version.ts";
-export function main(args: string[]): Promise<number> {
-  if (args.includes("--version")) console.log(`ingest-agent ${VERSION}`);
-  return Promise.resolve(0);
+
+const USAGE = `ingest-agent ${VERSION}: runs DataHub ingestion requests close to the data.
+
+Usage:
+  ingest-agent [run] --config <file>     poll GMS and run requests until SIGTERM/SIGINT
+  ingest-agent validate --config <file>  check a configuration file; print every problem
+  ingest-agent --version | --help
+
+The configuration is YAML: the native form (see agent.yml) or a DataHub Actions executor
+pipeline file. Strings may use \${VAR} and \${VAR:-default}.
+
+Signals: the first SIGTERM/SIGINT stops claiming and lets runs finish (up to
+agent.shutdown_timeout); the second cancels runs now; the third exits at once.
+
+Exit codes: 0 clean stop, 2 bad usage or configuration, 1 other fatal error.`;
+
+export interface Io {
+  out: (text: string) => void;
+  err: (text: string) => void;
+  env: Record<string, string | undefined>;
+}
+
+const defaultIo: Io = {
+  out: (t) => process.stdout.write(t),
+  err: (t) => process.stderr.write(t),
+  env: process.env,
+};
+
+interface Parsed {
+  command: "run" | "validate" | "help" | "version";
+  config?: string;
+}
+
+function parseArgs(args: string[]): Parsed {
+  let command: Parsed["command"] | undefined;
+  let config: string | undefined;
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === "--help" || a === "-h" || a === "help") command = "help";
+    else if (a === "--version" || a === "-V" || a === "version") command ??= "version";
+    else if (a === "--config" || a === "-c") {
+      config = args[++i];
+      if (config === undefined) throw new AgentError("USAGE", `${a} needs a file path`);
+    } else if (a.startsWith("--config=")) config = a.slice("--config=".length);
+    else if ((a === "run" || a === "validate") && command === undefined) command = a;
+    else throw new AgentError("USAGE", `unknown argument '${a}'`);
+  }
+  return { command: command ?? "run", ...(config !== undefined ? { config } : {}) };
+}
+
+export async function main(args: string[], io: Io = defaultIo): Promise<number> {
+  let parsed: Parsed;
+  try {
+    parsed = parseArgs(args);
+  } catch (err) {
+    io.err(`ingest-agent: ${(err as Error).message}\n\n${USAGE}\n`);
+    return 2;
+  }
+  if (parsed.command === "help") {
+    io.out(USAGE + "\n");
+    return 0;
+  }
+  if (parsed.command === "version") {
+    io.out(`ingest-agent ${VERSION}\n`);
+    return 0;
+  }
+  const file = parsed.config ?? io.env.INGEST_AGENT_CONFIG;
+  if (!file) {
+    io.err(`ingest-agent: --config <file> is required\n\n${USAGE}\n`);
+    return 2;
+  }
+  let loaded;
+  try {
+    loaded = await loadConfig(file, { env: io.env });
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      io.err(err.issues.map((i) => `${i.path}: ${i.message}\n`).join(""));
+      io.err(
+        `ingest-agent: ${file}: ${err.issues.length} problem${err.issues.length > 1 ? "s" : ""}\n`,
+      );
+      return 2;
+    }
+    throw err;
+  }
+  if (parsed.command === "validate") {
+    for (const w of loaded.warnings) io.err(`warning: ${w}\n`);
+    io.out(`${file}: valid (${loaded.form} form, executor_id ${loaded.config.executorId})\n`);
+    return 0;
+  }
+  return await run(loaded.config, loaded.warnings, io);
+}
+
+async function run(config: AgentConfig, warnings: string[], io: Io): Promise<number> {
+  const redactor = new Redactor();
+  // The agent's own credentials are masked wherever they might surface.
+  if (config.datahub.token) redactor.add("datahub.token", config.datahub.token);
+  if (config.datahub.systemClientSecret) {
+    redactor.add("datahub.system_client_secret", config.datahub.systemClientSecret);
+  }
+  const log = createLogger({
+    level: config.observability.logLevel,
+    format: config.observability.logFormat,
+    redact: redactor.mask,
+  });
+  for (const w of warnings) log.warn(w);
+  const identity = newIdentity(config.executorId);
+  try {
+    await mkdir(config.agent.workDir, { recursive: true, mode: 0o700 });
+    await mkdir(config.agent.stateDir, { recursive: true, mode: 0o700 });
+  } catch (err) {
+    log.error("cannot create the agent's directories", { error: err });
+    return 1;
+  }
+  const gms = new GmsClient(config.datahub, log);
+  const agent = new Agent({ config, gms, identity, log, redactor, env: io.env });
+  log.info("ingest-agent starting", {
+    version: VERSION,
+    executor_id: config.executorId,
+    instance: identity.instanceId,
+    server: config.datahub.server,
+    auth: gms.http.authKind,
+    max_concurrent: config.agent.maxConcurrent,
+  });
+  const signals = installSignals(agent, config, log);
+  agent.start();
+  try {
+    await signals.stopped;
+  } finally {
+    signals.remove();
+    await gms.close();
+  }
+  log.info("ingest-agent stopped");
+  return 0;
+}
+
+/** First signal drains, second cancels runs now, third exits at once; repeats within 2 s are one. */
+function installSignals(agent: Agent, config: AgentConfig, log: Logger) {
+  let count = 0;
+  let last = 0;
+  let resolveStopped!: () => void;
+  const stopped = new Promise<void>((r) => resolveStopped = r);
+  const handler = (signal: NodeJS.Signals) => {
+    const now = Date.now();
+    if (count > 0 && now - last < 2000) return;
+    last = now;
+    count++;
+    if (count === 1) {
+      log.info(
+        `${signal}: stopping; no new claims, runs may finish (next signal cancels them now)`,
+        {
+          runs: agent.activeRuns,
+          shutdown_timeout_ms: config.agent.shutdownTimeoutMs,
+        },
+      );
+      agent.drain().then(resolveStopped, resolveStopped);
+    } else if (count === 2) {
+      log.warn(`${signal}: cancelling runs now (next signal exits at once)`, {
+        runs: agent.activeRuns,
+        cancel_grace_ms: config.agent.cancelGraceMs,
+      });
+      agent.cancelAll("shutdown");
+    } else {
+      log.error(`${signal}: exiting at once; killing run process groups, results not delivered`);
+      agent.killAll();
+      process.exit(1);
+    }
+  };
+  process.on("SIGTERM", handler);
+  process.on("SIGINT", handler);
+  return {
+    stopped,
+    remove: () => {
+      process.off("SIGTERM", handler);
+      process.off("SIGINT", handler);
+    },
+  };
 }

@@ -1,0 +1,397 @@
+/**
+ * Configuration: YAML file → environment interpolation → validation → a frozen, compiled
+ * `AgentConfig` (durations in ms, paths absolute). Nothing here reads the environment or the
+ * disk at import time, and nothing exits the process; `loadConfig` returns every problem at once.
+ *
+ * Two file forms are accepted: the native form (documented in agent.yml) and the DataHub Actions
+ * executor pipeline file (`name`, `source`, `action: {type: executor}`, `datahub`), so users of
+ * the Python executor keep their file.
+ */
+import { readFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { parse as parseYaml } from "yaml";
+import { z } from "zod";
+import { parseDuration } from "./duration.ts";
+import { AgentError } from "./errors.ts";
+
+export type LogFormat = "auto" | "json" | "text";
+export type LogLevel = "debug" | "info" | "warn" | "error";
+
+/** The compiled configuration every other module receives. */
+export interface AgentConfig {
+  /** Requests routed to this executor id are ours (a pool when several agents share it). */
+  readonly executorId: string;
+  readonly datahub: {
+    /** GMS base URL without trailing slash. */
+    readonly server: string;
+    readonly token: string;
+    readonly systemClientId: string;
+    readonly systemClientSecret: string;
+    readonly timeoutMs: number;
+  };
+  readonly agent: {
+    readonly maxConcurrent: number;
+    readonly pollIntervalMs: number;
+    readonly heartbeatIntervalMs: number;
+    readonly leaseTtlMs: number;
+    readonly cancelGraceMs: number;
+    readonly shutdownTimeoutMs: number;
+    readonly stateDir: string;
+    readonly workDir: string;
+    readonly maxRequestAgeMs: number;
+    readonly resultRetryForMs: number;
+  };
+  readonly ingestion: {
+    readonly runtime: "preinstalled";
+    readonly datahubCommand: string;
+    readonly taskTimeoutMs: number;
+    /** Per source type (`recipe.source.type`) overrides of taskTimeoutMs. */
+    readonly timeoutsMs: Readonly<Record<string, number>>;
+    readonly logRetentionMs: number;
+    readonly logRetentionBytes: number;
+  };
+  readonly observability: {
+    readonly listen: string;
+    readonly logLevel: LogLevel;
+    readonly logFormat: LogFormat;
+  };
+}
+
+/** One configuration problem, with the dotted path of the key it is about. */
+export interface ConfigIssue {
+  path: string;
+  message: string;
+}
+
+export interface LoadedConfig {
+  config: AgentConfig;
+  /** Non-fatal remarks (e.g. the Kafka source of an Actions file is ignored). */
+  warnings: string[];
+  /** "native" or "actions" (DataHub Actions executor pipeline file). */
+  form: "native" | "actions";
+}
+
+export class ConfigError extends AgentError {
+  readonly issues: ConfigIssue[];
+  constructor(file: string, issues: ConfigIssue[]) {
+    super(
+      "CONFIG_INVALID",
+      `invalid configuration ${file}:\n${
+        issues.map((i) => `  ${i.path}: ${i.message}`).join("\n")
+      }`,
+    );
+    this.name = "ConfigError";
+    this.issues = issues;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Value types
+
+const duration = (min = 0) =>
+  z.union([z.string(), z.number()]).transform((value, ctx) => {
+    const ms = parseDuration(value);
+    if (ms === undefined) {
+      ctx.addIssue({
+        code: "custom",
+        message:
+          `expected a duration such as 250ms, 5s, 2m or 24h (a bare number is seconds), got ${
+            JSON.stringify(value)
+          }`,
+      });
+      return z.NEVER;
+    }
+    if (ms < min) {
+      ctx.addIssue({
+        code: "custom",
+        message: `must be at least ${min}ms, got ${JSON.stringify(value)}`,
+      });
+      return z.NEVER;
+    }
+    return ms;
+  });
+
+const BYTE_UNITS: Record<string, number> = {
+  "": 1,
+  b: 1,
+  kb: 1e3,
+  mb: 1e6,
+  gb: 1e9,
+  kib: 1024,
+  mib: 1024 ** 2,
+  gib: 1024 ** 3,
+};
+const bytes = z.union([z.string(), z.number()]).transform((value, ctx) => {
+  const match = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(String(value));
+  const unit = match ? BYTE_UNITS[match[2]!.toLowerCase()] : undefined;
+  if (!match || unit === undefined) {
+    ctx.addIssue({
+      code: "custom",
+      message: `expected a size such as 500MiB or 1GiB, got ${JSON.stringify(value)}`,
+    });
+    return z.NEVER;
+  }
+  return Math.round(Number(match[1]) * unit);
+});
+
+const nonEmpty = z.string().trim().min(1, "must not be empty");
+const serverUrl = z.string().trim().refine((s) => /^https?:\/\/[^\s/]+/.test(s), {
+  message: "expected an http:// or https:// URL",
+});
+
+// ---------------------------------------------------------------------------------------------
+// The native form. Defaults are the ones documented in agent.yml.
+
+const nativeSchema = z.strictObject({
+  executor_id: nonEmpty.default("default"),
+  datahub: z.strictObject({
+    server: serverUrl.default("http://localhost:8080"),
+    token: z.string().default(""),
+    system_client_id: z.string().default(""),
+    system_client_secret: z.string().default(""),
+    timeout: duration(100).default(30_000),
+  }).prefault({}),
+  agent: z.strictObject({
+    max_concurrent: z.number().int().min(1).max(256).default(4),
+    poll_interval: duration(100).default(5_000),
+    heartbeat_interval: duration(100).default(5_000),
+    lease_ttl: duration(1_000).default(60_000),
+    cancel_grace: duration().default(30_000),
+    shutdown_timeout: duration().default(300_000),
+    state_dir: nonEmpty.default("~/.local/state/ingest-agent"),
+    work_dir: nonEmpty.default("/tmp/ingest-agent"),
+    max_request_age: duration(1_000).default(86_400_000),
+    result_retry_for: duration().default(86_400_000),
+  }).prefault({}),
+  ingestion: z.strictObject({
+    runtime: z.literal("preinstalled", {
+      error: (issue) =>
+        `only "preinstalled" is supported (the datahub CLI found via datahub_command), got ${
+          JSON.stringify(issue.input)
+        }`,
+    }).default("preinstalled"),
+    datahub_command: nonEmpty.default("datahub"),
+    task_timeout: duration(1_000).default(86_400_000),
+    timeouts: z.record(z.string(), duration(1_000)).default({}),
+    log_retention: duration().default(7 * 86_400_000),
+    log_retention_bytes: bytes.default(1024 ** 3),
+  }).prefault({}),
+  observability: z.strictObject({
+    listen: z.string().default(""),
+    log_level: z.enum(["debug", "info", "warn", "error"]).default("info"),
+    log_format: z.enum(["auto", "json", "text"]).default("auto"),
+  }).prefault({}),
+});
+
+// The DataHub Actions executor pipeline file (SPEC §4.1). Only executor_id and the datahub block
+// matter; the Kafka source and filters are accepted and ignored.
+const actionsSchema = z.strictObject({
+  name: z.string().optional(),
+  source: z.unknown().optional(),
+  filters: z.unknown().optional(),
+  options: z.unknown().optional(),
+  action: z.strictObject({
+    type: z.literal("executor", { error: "only the `executor` action can be run by ingest-agent" }),
+    config: z.strictObject({
+      executor_id: z.string().optional(),
+      task_configs: z.unknown().optional(),
+    }).prefault({}),
+  }),
+  datahub: z.strictObject({
+    server: serverUrl,
+    token: z.string().optional(),
+    extra_headers: z.record(z.string(), z.string()).optional(),
+  }),
+});
+
+// ---------------------------------------------------------------------------------------------
+// Environment interpolation: `${VAR}` and `${VAR:-default}` in any string value (DataHub Actions
+// syntax). Done on parsed values, not on the raw text, so a value can never inject YAML.
+
+const ENV_REF = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
+
+function interpolate(
+  node: unknown,
+  env: Record<string, string | undefined>,
+  at: string,
+  issues: ConfigIssue[],
+): unknown {
+  if (typeof node === "string") {
+    return node.replace(ENV_REF, (_whole, name: string, fallback: string | undefined) => {
+      const value = env[name];
+      if (value !== undefined && value !== "") return value;
+      if (fallback !== undefined) return fallback;
+      issues.push({ path: at || "(root)", message: `environment variable ${name} is not set` });
+      return "";
+    });
+  }
+  if (Array.isArray(node)) return node.map((v, i) => interpolate(v, env, `${at}[${i}]`, issues));
+  if (node && typeof node === "object") {
+    return Object.fromEntries(
+      Object.entries(node).map(([k, v]) => [k, interpolate(v, env, at ? `${at}.${k}` : k, issues)]),
+    );
+  }
+  return node;
+}
+
+function issuesOf(error: z.ZodError): ConfigIssue[] {
+  return error.issues.flatMap((issue) => {
+    const base = issue.path.map(String).join(".");
+    if (issue.code === "unrecognized_keys") {
+      return issue.keys.map((key) => ({
+        path: base ? `${base}.${key}` : key,
+        message: "unknown key (see agent.yml for the supported keys)",
+      }));
+    }
+    return [{ path: base || "(root)", message: issue.message }];
+  });
+}
+
+function expandHome(p: string, home: string): string {
+  if (p === "~") return home;
+  if (p.startsWith("~/")) return path.join(home, p.slice(2));
+  return path.resolve(p);
+}
+
+/** Options for compiling; the environment and home directory are injected for tests. */
+export interface CompileOptions {
+  env?: Record<string, string | undefined>;
+  home?: string;
+  file?: string;
+}
+
+/** Validates and compiles an already parsed YAML document. Throws ConfigError with every issue. */
+export function compileConfig(raw: unknown, options: CompileOptions = {}): LoadedConfig {
+  const file = options.file ?? "(config)";
+  const env = options.env ?? {};
+  const home = options.home ?? os.homedir();
+  const issues: ConfigIssue[] = [];
+  const doc = interpolate(raw ?? {}, env, "", issues);
+  if (doc === null || typeof doc !== "object" || Array.isArray(doc)) {
+    throw new ConfigError(file, [{ path: "(root)", message: "expected a YAML mapping" }]);
+  }
+  const warnings: string[] = [];
+  let native: unknown = doc;
+  let form: LoadedConfig["form"] = "native";
+  if ("action" in doc) {
+    form = "actions";
+    const parsed = actionsSchema.safeParse(doc);
+    if (!parsed.success) throw new ConfigError(file, [...issues, ...issuesOf(parsed.error)]);
+    const { action, datahub, source } = parsed.data;
+    if (source !== undefined) {
+      warnings.push(
+        "the pipeline's `source` (Kafka) is ignored: ingest-agent polls GMS over HTTPS instead",
+      );
+    }
+    if (action.config.task_configs !== undefined) {
+      warnings.push(
+        "action.config.task_configs is ignored: ingest-agent runs RUN_INGEST and TEST_CONNECTION itself",
+      );
+    }
+    const client = parseSystemClientHeader(datahub.extra_headers?.["Authorization"]);
+    native = {
+      executor_id: action.config.executor_id || "default",
+      datahub: {
+        server: datahub.server,
+        ...(datahub.token ? { token: datahub.token } : {}),
+        ...(client ? { system_client_id: client.id, system_client_secret: client.secret } : {}),
+      },
+    };
+  }
+  const parsed = nativeSchema.safeParse(native);
+  if (!parsed.success) issues.push(...issuesOf(parsed.error));
+  if (issues.length > 0 || !parsed.success) throw new ConfigError(file, issues);
+  const c = parsed.data;
+  if (!!c.datahub.system_client_id !== !!c.datahub.system_client_secret) {
+    throw new ConfigError(file, [{
+      path: "datahub.system_client_secret",
+      message: "system_client_id and system_client_secret must be set together",
+    }]);
+  }
+  if (c.agent.lease_ttl <= c.agent.heartbeat_interval) {
+    throw new ConfigError(file, [{
+      path: "agent.lease_ttl",
+      message:
+        `must be longer than agent.heartbeat_interval (${c.agent.heartbeat_interval}ms), got ${c.agent.lease_ttl}ms`,
+    }]);
+  }
+  const config: AgentConfig = {
+    executorId: c.executor_id,
+    datahub: {
+      server: c.datahub.server.replace(/\/+$/, ""),
+      token: c.datahub.token,
+      systemClientId: c.datahub.system_client_id,
+      systemClientSecret: c.datahub.system_client_secret,
+      timeoutMs: c.datahub.timeout,
+    },
+    agent: {
+      maxConcurrent: c.agent.max_concurrent,
+      pollIntervalMs: c.agent.poll_interval,
+      heartbeatIntervalMs: c.agent.heartbeat_interval,
+      leaseTtlMs: c.agent.lease_ttl,
+      cancelGraceMs: c.agent.cancel_grace,
+      shutdownTimeoutMs: c.agent.shutdown_timeout,
+      stateDir: expandHome(c.agent.state_dir, home),
+      workDir: expandHome(c.agent.work_dir, home),
+      maxRequestAgeMs: c.agent.max_request_age,
+      resultRetryForMs: c.agent.result_retry_for,
+    },
+    ingestion: {
+      runtime: c.ingestion.runtime,
+      datahubCommand: c.ingestion.datahub_command,
+      taskTimeoutMs: c.ingestion.task_timeout,
+      timeoutsMs: Object.freeze({ ...c.ingestion.timeouts }),
+      logRetentionMs: c.ingestion.log_retention,
+      logRetentionBytes: c.ingestion.log_retention_bytes,
+    },
+    observability: {
+      listen: c.observability.listen,
+      logLevel: c.observability.log_level,
+      logFormat: c.observability.log_format,
+    },
+  };
+  return { config: deepFreeze(config), warnings, form };
+}
+
+/** Reads, parses and compiles a configuration file. */
+export async function loadConfig(
+  file: string,
+  options: Omit<CompileOptions, "file"> = {},
+): Promise<LoadedConfig> {
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch (err) {
+    const reason = (err as NodeJS.ErrnoException).code === "ENOENT"
+      ? "file not found"
+      : String(err);
+    throw new ConfigError(file, [{ path: "(file)", message: reason }]);
+  }
+  let raw: unknown;
+  try {
+    raw = parseYaml(text);
+  } catch (err) {
+    throw new ConfigError(file, [{
+      path: "(file)",
+      message: `not valid YAML: ${(err as Error).message}`,
+    }]);
+  }
+  return compileConfig(raw, { ...options, file });
+}
+
+/** `Basic <id>:<secret>` (unencoded, as GMS expects) → the system client pair. */
+function parseSystemClientHeader(
+  value: string | undefined,
+): { id: string; secret: string } | undefined {
+  const match = value ? /^Basic\s+([^:\s]+):(.+)$/.exec(value.trim()) : null;
+  return match ? { id: match[1]!, secret: match[2]! } : undefined;
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === "object") {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}

@@ -1,0 +1,120 @@
+/**
+ * Typed errors with stable codes, and the one place that decides what is retryable.
+ *
+ * Callers branch on `code`, never on message text. Codes are part of the agent's contract: they
+ * appear in logs and in the reports written to GMS, so add new ones with care and never rename.
+ */
+
+export type ErrorCode =
+  /** Bad command line. */
+  | "USAGE"
+  /** The configuration file is missing, unreadable or invalid. */
+  | "CONFIG_INVALID"
+  /** GMS could not be reached (refused, reset, DNS, TLS). */
+  | "GMS_UNREACHABLE"
+  /** GMS did not answer within `datahub.timeout`. */
+  | "GMS_TIMEOUT"
+  /** GMS rejected our credentials (401) or our rights (403). */
+  | "GMS_AUTH"
+  /** GMS asked us to slow down (429). */
+  | "GMS_RATE_LIMITED"
+  /** GMS failed or is overloaded (5xx). */
+  | "GMS_UNAVAILABLE"
+  /** GMS rejected the request itself (other 4xx, GraphQL errors). */
+  | "GMS_REJECTED"
+  /** A conditional write lost: the aspect changed since we read it (412, Rest.li 422). */
+  | "GMS_PRECONDITION"
+  /** GMS answered something we cannot read. */
+  | "GMS_BAD_RESPONSE"
+  /** The request's recipe cannot be parsed or is not a recipe. */
+  | "RECIPE_INVALID"
+  /** A `${NAME}` in the recipe has no value in DataHub secrets nor in the environment. */
+  | "SECRET_MISSING"
+  /** GMS refused to decrypt secrets for our credentials. */
+  | "SECRET_ACCESS_DENIED"
+  /** The request names a task this agent does not run. */
+  | "TASK_UNSUPPORTED"
+  /** A task argument (extra_env_vars, …) is malformed. */
+  | "ARGUMENT_INVALID"
+  /** The datahub CLI could not be started. */
+  | "CLI_START_FAILED"
+  /** Another agent holds the state directory. */
+  | "STATE_LOCKED";
+
+export class AgentError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "AgentError";
+    this.code = code;
+  }
+}
+
+/** An error talking to GMS. `status` is the HTTP status when GMS answered. */
+export class GmsError extends AgentError {
+  readonly status: number | undefined;
+  /** What we were doing, e.g. `discover`, `claim`, `writeResult`. */
+  readonly operation: string;
+  /** From a `Retry-After` header, when GMS sent one. */
+  readonly retryAfterMs: number | undefined;
+  constructor(
+    code: ErrorCode,
+    operation: string,
+    message: string,
+    options?: { status?: number; retryAfterMs?: number; cause?: unknown },
+  ) {
+    super(code, `${operation}: ${message}`, { cause: options?.cause });
+    this.name = "GmsError";
+    this.operation = operation;
+    this.status = options?.status;
+    this.retryAfterMs = options?.retryAfterMs;
+  }
+}
+
+/** Maps an HTTP status from GMS to our code. */
+export function codeForStatus(status: number): ErrorCode {
+  if (status === 401 || status === 403) return "GMS_AUTH";
+  if (status === 412 || status === 422) return "GMS_PRECONDITION";
+  if (status === 429) return "GMS_RATE_LIMITED";
+  if (status >= 500) return "GMS_UNAVAILABLE";
+  return "GMS_REJECTED";
+}
+
+/**
+ * The single retryability rule. Retried: connection errors, timeouts, 429 and 502/503/504.
+ * Not retried: 401/403 (credentials do not fix themselves; logged with what to fix), 412 (a lost
+ * race is an answer, not a failure), other 4xx, and 500 (a deterministic server bug would only be
+ * hammered; it still heals through the next poll or heartbeat).
+ */
+export function isRetryable(err: unknown): boolean {
+  if (!(err instanceof AgentError)) return false;
+  switch (err.code) {
+    case "GMS_UNREACHABLE":
+    case "GMS_TIMEOUT":
+    case "GMS_RATE_LIMITED":
+      return true;
+    case "GMS_UNAVAILABLE":
+      return err instanceof GmsError && err.status !== 500;
+    default:
+      return false;
+  }
+}
+
+/** Turns anything thrown into an Error, keeping the original as `cause`. */
+export function coerceError(value: unknown): Error {
+  if (value instanceof Error) return value;
+  return new Error(typeof value === "string" ? value : `non-error thrown: ${String(value)}`, {
+    cause: value,
+  });
+}
+
+/** Exponential backoff with full jitter: a random delay in [base·2^attempt / 2, base·2^attempt], capped. */
+export function backoffDelay(
+  attempt: number,
+  baseMs: number,
+  maxMs: number,
+  random = Math.random,
+): number {
+  const ceiling = Math.min(maxMs, baseMs * 2 ** Math.min(attempt, 30));
+  return Math.round(ceiling / 2 + random() * ceiling / 2);
+}

@@ -1,0 +1,61 @@
+/**
+ * Secret resolution for one run: every `${NAME}` of the recipe from DataHub secrets (one
+ * getSecretValues call for all names) and the agent's environment. On conflict the DataHub
+ * secret wins, as in the Python executor (SPEC §4.5). A name found in neither is an error naming
+ * the secret, never its value.
+ */
+import { AgentError, GmsError } from "./errors.ts";
+import type { GmsApi } from "./gms/client.ts";
+
+export interface ResolvedSecrets {
+  values: Map<string, string>;
+  /** Remarks for the run's report (e.g. secrets read from the environment after a denial). */
+  notes: string[];
+}
+
+export async function resolveSecrets(
+  names: string[],
+  gms: Pick<GmsApi, "secretValues">,
+  env: Record<string, string | undefined>,
+): Promise<ResolvedSecrets> {
+  const values = new Map<string, string>();
+  const notes: string[] = [];
+  if (names.length === 0) return { values, notes };
+  let fromDataHub = new Map<string, string>();
+  let denied: AgentError | undefined;
+  try {
+    fromDataHub = await gms.secretValues(names);
+  } catch (err) {
+    if (err instanceof AgentError && err.code === "SECRET_ACCESS_DENIED") denied = err;
+    else if (err instanceof GmsError) {
+      throw new AgentError(
+        "SECRET_MISSING",
+        `cannot read DataHub secrets (${err.message}); the run was not started`,
+        {
+          cause: err,
+        },
+      );
+    } else throw err;
+  }
+  for (const name of names) {
+    const value = fromDataHub.get(name) ?? env[name];
+    if (value !== undefined) values.set(name, value);
+  }
+  const missing = names.filter((n) => !values.has(n));
+  if (denied) {
+    if (missing.length > 0) throw denied;
+    notes.push(
+      `DataHub refused to decrypt secrets; all ${names.length} secret(s) came from the agent's environment.`,
+    );
+  }
+  if (missing.length > 0) {
+    throw new AgentError(
+      "SECRET_MISSING",
+      `secret${missing.length > 1 ? "s" : ""} ${
+        missing.map((n) => `'${n}'`).join(", ")
+      } not found: ` +
+        "define it in DataHub (Ingestion → Secrets) or in the agent's environment",
+    );
+  }
+  return { values, notes };
+}
