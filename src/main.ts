@@ -4,7 +4,9 @@ import { main } from "./cli.ts";
 
 main(process.argv.slice(2)).then(
   (code) => {
-    process.exitCode = code;
+    // Exit explicitly once stdout is flushed: a clean stop must not wait on idle keep-alive
+    // sockets or timers of libraries.
+    process.stdout.write("", () => process.exit(code));
   },
   (err) => {
     process.stderr.write(`ingest-agent: fatal: ${err instanceof Error ? err.message : err}\n`);

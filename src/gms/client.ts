@@ -204,19 +204,11 @@ export class GmsClient implements GmsApi {
   }
 
   async #discoverSearch(executorId: string, count: number): Promise<Discovery> {
-    const mine = [{ field: "executorId", values: [executorId] }];
-    // A request without executorId is routed to "default" (SPEC §7), but search cannot match a
-    // missing field with EQUAL, so the default pool also asks for "no executorId".
-    const groups = executorId === "default"
-      ? [mine, [{ field: "executorId", condition: "EXISTS", negated: true }]]
-      : [mine];
-    const noResult = { field: "executionResultStatus", condition: "EXISTS", negated: true };
-    const running = { field: "executionResultStatus", values: ["RUNNING"] };
-    const data = await this.graphql<unknown>("discover", DISCOVER_SEARCH, {
-      count,
-      pendingFilters: groups.map((g) => ({ and: [...g, noResult] })),
-      runningFilters: groups.map((g) => ({ and: [...g, running] })),
-    });
+    const data = await this.graphql<unknown>(
+      "discover",
+      DISCOVER_SEARCH,
+      searchVariables(executorId, count),
+    );
     const parsed = z.object({ pending: searchPage, running: searchPage }).safeParse(data);
     if (!parsed.success) throw badResponse("discover", parsed.error);
     const entities = (page: z.infer<typeof searchPage>) =>
@@ -313,6 +305,23 @@ export class GmsClient implements GmsApi {
   close(): Promise<void> {
     return this.http.close();
   }
+}
+
+/** Variables of DISCOVER_SEARCH: requests routed to `executorId`, without a result / RUNNING. */
+export function searchVariables(executorId: string, count: number): Record<string, unknown> {
+  const mine = [{ field: "executorId", values: [executorId] }];
+  // A request without executorId is routed to "default" (SPEC §7), but search cannot match a
+  // missing field with EQUAL, so the default pool also asks for "no executorId".
+  const groups = executorId === "default"
+    ? [mine, [{ field: "executorId", condition: "EXISTS", negated: true }]]
+    : [mine];
+  const noResult = { field: "executionResultStatus", condition: "EXISTS", negated: true };
+  const running = { field: "executionResultStatus", values: ["RUNNING"] };
+  return {
+    count,
+    pendingFilters: groups.map((g) => ({ and: [...g, noResult] })),
+    runningFilters: groups.map((g) => ({ and: [...g, running] })),
+  };
 }
 
 function toDiscovery(
