@@ -235,3 +235,15 @@ export async function setup(options: { sim?: SimulatorOptions } = {}): Promise<S
     },
   };
 }
+
+/** Waits until the request has a terminal result and returns it. */
+export function terminal(sim: GmsSimulator, urn: string, timeoutMs = 30_000) {
+  return sim.waitFor(
+    () => {
+      const r = sim.result(urn);
+      return r && r.value.status !== "RUNNING" ? r.value : undefined;
+    },
+    timeoutMs,
+    `terminal result of ${urn}`,
+  );
+}

@@ -14,19 +14,6 @@ import {
   spawnAgent,
   usingBinary,
 } from "../harness.ts";
-import type { GmsSimulator } from "../sim/gms_simulator.ts";
-
-/** Waits until the request has a terminal result and returns it. */
-export function terminal(sim: GmsSimulator, urn: string, timeoutMs = 30_000) {
-  return sim.waitFor(
-    () => {
-      const r = sim.result(urn);
-      return r && r.value.status !== "RUNNING" ? r.value : undefined;
-    },
-    timeoutMs,
-    `terminal result of ${urn}`,
-  );
-}
 
 Deno.test("happy path: claimed, run with run_id, RUNNING progress, then SUCCESS with the structured report", async () => {
   await using s = await setup();
