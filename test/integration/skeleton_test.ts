@@ -12,6 +12,7 @@ import {
   runAgentOnce,
   setup,
   spawnAgent,
+  terminal,
   usingBinary,
 } from "../harness.ts";
 
