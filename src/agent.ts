@@ -17,12 +17,14 @@ import { GmsError } from "./errors.ts";
 import type { GmsApi, RunningSummary } from "./gms/client.ts";
 import { type Identity, leaseProperties, ownerLine } from "./identity.ts";
 import { type ClaimedRequest, Job } from "./job.ts";
+import type { Outbox } from "./outbox.ts";
 import type { Logger } from "./log.ts";
 import { Poller } from "./poller.ts";
 import { sleep } from "./process.ts";
 import type { Redactor } from "./redact.ts";
 import { isFencingError } from "./reporter.ts";
 import type { Candidate } from "./request.ts";
+import type { StateDir } from "./state.ts";
 
 export type AgentState = "created" | "running" | "draining" | "stopped";
 
@@ -42,6 +44,8 @@ export interface AgentDeps {
   log: Logger;
   redactor: Redactor;
   env: Record<string, string | undefined>;
+  state: StateDir;
+  outbox: Outbox;
 }
 
 /** Tasks that may use the reserved slot: they take seconds and a user is watching. */
@@ -122,6 +126,19 @@ export class Agent extends EventEmitter<AgentEvents> {
       }
       await idle;
       await this.#signalPoller.stop();
+      if (this.#d.outbox.pending > 0) {
+        this.#d.log.info("delivering results", { results: this.#d.outbox.pending });
+        const delivered = await this.#d.outbox.idle(Math.max(graceMs, 10_000));
+        if (!delivered) {
+          this.#d.log.warn(
+            "GMS unreachable: undelivered results stay in state_dir for the next start",
+            {
+              results: this.#d.outbox.pending,
+            },
+          );
+          this.#d.outbox.stop();
+        }
+      }
       this.#setState("stopped");
     })();
     return this.#drained;

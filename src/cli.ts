@@ -12,7 +12,10 @@ import { AgentError } from "./errors.ts";
 import { GmsClient } from "./gms/client.ts";
 import { newIdentity } from "./identity.ts";
 import { createLogger, type Logger } from "./log.ts";
+import { Outbox } from "./outbox.ts";
+import { recoverRuns } from "./recovery.ts";
 import { Redactor } from "./redact.ts";
+import { StateDir } from "./state.ts";
 import { VERSION } from "./version.ts";
 
 const USAGE = `ingest-agent ${VERSION}: runs DataHub ingestion requests close to the data.
@@ -127,8 +130,22 @@ async function run(config: AgentConfig, warnings: string[], io: Io): Promise<num
     log.error("cannot create the agent's directories", { error: err });
     return 1;
   }
+  const state = new StateDir(config.agent.stateDir);
+  try {
+    await state.open();
+  } catch (err) {
+    log.error("cannot use the state directory", { error: err });
+    return 1;
+  }
   const gms = new GmsClient(config.datahub, log);
-  const agent = new Agent({ config, gms, identity, log, redactor, env: io.env });
+  const outbox = new Outbox({
+    state,
+    gms,
+    identity,
+    retryForMs: config.agent.resultRetryForMs,
+    log,
+  });
+  const agent = new Agent({ config, gms, identity, log, redactor, env: io.env, state, outbox });
   log.info("ingest-agent starting", {
     version: VERSION,
     executor_id: config.executorId,
@@ -137,20 +154,27 @@ async function run(config: AgentConfig, warnings: string[], io: Io): Promise<num
     auth: gms.http.authKind,
     max_concurrent: config.agent.maxConcurrent,
   });
-  const signals = installSignals(agent, config, log);
-  agent.start();
+  const signals = installSignals(agent, config, log, state);
   try {
+    const pending = await outbox.resume();
+    if (pending > 0) {
+      log.info("delivering results left by the previous start", { results: pending });
+    }
+    await recoverRuns({ state, outbox, identity, log, redactor });
+    agent.start();
     await signals.stopped;
   } finally {
     signals.remove();
+    outbox.stop();
     await gms.close();
+    state.close();
   }
   log.info("ingest-agent stopped");
   return 0;
 }
 
 /** First signal drains, second cancels runs now, third exits at once; repeats within 2 s are one. */
-function installSignals(agent: Agent, config: AgentConfig, log: Logger) {
+function installSignals(agent: Agent, config: AgentConfig, log: Logger, state: StateDir) {
   let count = 0;
   let last = 0;
   let resolveStopped!: () => void;
@@ -178,6 +202,7 @@ function installSignals(agent: Agent, config: AgentConfig, log: Logger) {
     } else {
       log.error(`${signal}: exiting at once; killing run process groups, results not delivered`);
       agent.killAll();
+      state.close();
       process.exit(1);
     }
   };

@@ -404,3 +404,11 @@ Deno.test("loadConfig: a valid file is read, interpolated and compiled", async (
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+Deno.test("loadConfig: the documented agent.yml compiles to exactly the built-in defaults", async () => {
+  const file = new URL("../agent.yml", import.meta.url).pathname;
+  const documented = await loadConfig(file, { env: {}, home: HOME });
+  const builtIn = compile({});
+  assert.deepEqual(documented.config, builtIn.config);
+  assert.deepEqual(documented.warnings, []);
+});

@@ -27,7 +27,9 @@ import {
   withRunId,
 } from "./recipe.ts";
 import { MIN_SECRET_LENGTH, Redactor } from "./redact.ts";
+import type { Outbox } from "./outbox.ts";
 import { Reporter } from "./reporter.ts";
+import type { RunRecord, StateDir } from "./state.ts";
 import type { RequestInput, RequestState, ResultValue, TerminalStatus } from "./request.ts";
 import { RunLog } from "./run_log.ts";
 import { resolveSecrets } from "./secrets.ts";
@@ -52,6 +54,10 @@ export interface JobDeps {
   /** Agent-wide redactor: every secret resolved for a run is added, so no log line shows it. */
   redactor: Redactor;
   env: Record<string, string | undefined>;
+  /** Journal of claimed runs (crash recovery). */
+  state: StateDir;
+  /** Terminal results go here: saved durably, then delivered with retries. */
+  outbox: Outbox;
   /** Overrides STALE_OUTPUT_MS (tests). */
   staleOutputMs?: number;
 }
@@ -79,6 +85,7 @@ export class Job {
   #runLog: RunLog | undefined;
   #timeoutLimit: string | undefined;
   readonly #runDir: string;
+  readonly #record: RunRecord;
 
   constructor(deps: JobDeps, claimed: ClaimedRequest) {
     this.#deps = deps;
@@ -96,9 +103,16 @@ export class Job {
       startTimeMs: claimed.startTimeMs,
       version: claimed.version,
       leaseTtlMs: deps.config.agent.leaseTtlMs,
-      retryForMs: deps.config.agent.resultRetryForMs,
       log: deps.log,
     });
+    this.#record = {
+      urn: this.urn,
+      id: this.id,
+      instance: deps.identity.instanceId,
+      task: this.task,
+      runDir: this.#runDir,
+      startTimeMs: this.startTimeMs,
+    };
   }
 
   get cancelReason(): CancelReason | undefined {
@@ -132,6 +146,7 @@ export class Job {
     let structured: string | undefined;
     let reportFileText: string | undefined;
     try {
+      await this.#deps.state.saveRun(this.#record);
       this.#note("INFO", `Starting execution for task with name=${this.task}`);
       this.#note("INFO", `Claimed by ingest-agent instance ${this.#deps.identity.instanceId}`);
       const exit = await this.#execute(runDir);
@@ -155,6 +170,9 @@ export class Job {
     }
     try {
       await this.#finish(status, structured, reportFileText);
+    } catch (err) {
+      // The journal still holds the run: the next start closes it (see recovery.ts).
+      this.#log.error("could not record the run's result", { error: err, status });
     } finally {
       await this.#cleanup(runDir);
     }
@@ -233,6 +251,9 @@ export class Job {
       (line) => runLog.add(line),
     );
     this.#process = proc;
+    await this.#deps.state.saveRun({ ...this.#record, pgid: proc.pid }).catch((err) =>
+      this.#log.warn("cannot journal the run's process group", { error: err })
+    );
     this.#log.info("run started", { pid: proc.pid, source_type: type, debug });
     if (this.#cancel) void proc.stop(config.agent.cancelGraceMs);
 
@@ -247,6 +268,7 @@ export class Job {
     const beats = this.#heartbeats(proc);
     try {
       const exit = await proc.exited;
+      await this.#deps.state.saveRun({ ...this.#record, pgid: proc.pid, exit }).catch(() => {});
       await proc.drained;
       return exit;
     } finally {
@@ -371,6 +393,7 @@ export class Job {
   ): Promise<void> {
     if (this.#cancel === "fenced" || this.#reporter.fenced) {
       this.#log.warn("run ended; result not written (fenced)");
+      await this.#deps.state.removeRun(this.id);
       return;
     }
     await this.#runLog?.close();
@@ -411,12 +434,23 @@ export class Job {
         contentType: "application/json",
       };
     }
-    const delivered = await this.#reporter.finish(value);
+    this.#reporter.close();
+    const { delivery } = await this.#deps.outbox.submit({
+      urn: this.urn,
+      id: this.id,
+      instance: this.#deps.identity.instanceId,
+      value,
+      version: this.#reporter.version,
+      createdAt: Date.now(),
+    });
+    await this.#deps.state.removeRun(this.id);
     this.#log.info("run finished", {
       status,
       duration_ms: value.durationMs,
-      delivered,
       cancel_reason: this.#cancel,
+    });
+    void delivery.then((outcome) => {
+      if (outcome === "delivered") this.#log.debug("result delivered", { status });
     });
   }
 

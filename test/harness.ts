@@ -214,8 +214,14 @@ export async function setup(options: { sim?: SimulatorOptions } = {}): Promise<S
   const agents: AgentProcess[] = [];
   let configs = 0;
   const writeConfig = async (overrides: Record<string, unknown> = {}, name?: string) => {
-    const file = path.join(tmp.path, name ?? `agent-${++configs}.yml`);
-    await writeFile(file, stringify(testConfig(tmp.path, sim, cli.path, overrides)));
+    const n = ++configs;
+    const file = path.join(tmp.path, name ?? `agent-${n}.yml`);
+    const settings = testConfig(tmp.path, sim, cli.path, overrides);
+    // Each agent has its own state directory (they are locked), unless the test says otherwise.
+    const agent = settings.agent as Record<string, unknown>;
+    const own = (overrides.agent as Record<string, unknown> | undefined)?.state_dir;
+    if (own === undefined) agent.state_dir = path.join(tmp.path, `state-${n}`);
+    await writeFile(file, stringify(settings));
     return file;
   };
   return {
