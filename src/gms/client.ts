@@ -25,7 +25,7 @@ import {
   type SignalValue,
   type Versioned,
 } from "../request.ts";
-import { type GmsConnection, GmsHttp, networkError } from "./http.ts";
+import { type GmsConnection, GmsHttp, networkError, parseRetryAfter } from "./http.ts";
 import { DISCOVER_LIST, DISCOVER_SEARCH, GET_SECRET_VALUES } from "./operations.ts";
 
 /** A request someone holds (status RUNNING), as search sees it. */
@@ -129,9 +129,7 @@ export class GmsClient implements GmsApi {
           codeForStatus(status),
           operation,
           `HTTP ${status}: ${msg.slice(0, 500)}`,
-          {
-            status,
-          },
+          { status, retryAfterMs: parseRetryAfter(retryAfterOf(err.response.headers)) },
         );
       }
       throw networkError(operation, err, this.http.timeoutMs);
@@ -378,6 +376,13 @@ function toRequestState(body: unknown, operation: string): RequestState {
     result: aspect(RESULT_ASPECT, resultSchema),
     signal: aspect(SIGNAL_ASPECT, signalSchema),
   };
+}
+
+function retryAfterOf(headers: unknown): string | undefined {
+  if (headers && typeof (headers as Headers).get === "function") {
+    return (headers as Headers).get("retry-after") ?? undefined;
+  }
+  return undefined;
 }
 
 function badResponse(operation: string, error: z.ZodError): GmsError {
