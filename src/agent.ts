@@ -16,7 +16,7 @@ import type { AgentConfig } from "./config.ts";
 import { GmsError } from "./errors.ts";
 import type { GmsApi, RunningSummary } from "./gms/client.ts";
 import { type Identity, leaseProperties, ownerLine } from "./identity.ts";
-import { type ClaimedRequest, Job } from "./job.ts";
+import { type ClaimedRequest, Job, runDirName } from "./job.ts";
 import type { Outbox } from "./outbox.ts";
 import type { Logger } from "./log.ts";
 import { Poller } from "./poller.ts";
@@ -24,6 +24,7 @@ import { sleep } from "./process.ts";
 import type { Redactor } from "./redact.ts";
 import { isFencingError } from "./reporter.ts";
 import type { Candidate } from "./request.ts";
+import { pruneRunLogs } from "./retention.ts";
 import type { StateDir } from "./state.ts";
 
 export type AgentState = "created" | "running" | "draining" | "stopped";
@@ -99,6 +100,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   start(): void {
     if (this.#state !== "created") throw new Error(`cannot start an agent that is ${this.#state}`);
     this.#setState("running");
+    void this.#prune();
     this.#poller.start();
     this.#signalPoller.start();
   }
@@ -147,6 +149,21 @@ export class Agent extends EventEmitter<AgentEvents> {
   /** Cancels every run now (TERM → grace → KILL); their results say why. */
   cancelAll(reason: "shutdown"): void {
     for (const job of this.#jobs.values()) job.cancel(reason);
+  }
+
+  /** Applies log retention to finished runs' directories. */
+  async #prune(): Promise<void> {
+    const { config, log } = this.#d;
+    const active = new Set([...this.#jobs.values()].map((j) => runDirName(j.id)));
+    await pruneRunLogs(
+      {
+        workDir: config.agent.workDir,
+        maxAgeMs: config.ingestion.logRetentionMs,
+        maxBytes: config.ingestion.logRetentionBytes,
+      },
+      active,
+      log,
+    ).catch((err) => log.warn("log retention failed", { error: err }));
   }
 
   /** Last resort before exiting at once: SIGKILL every run's process group, write nothing. */
@@ -211,6 +228,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       this.#jobs.delete(job.urn);
       this.emit("finished", { urn: job.urn });
       this.#poller.nudge(); // a slot is free: look for work now
+      void this.#prune();
     });
   }
 

@@ -50,6 +50,8 @@ export interface AgentConfig {
     readonly timeoutsMs: Readonly<Record<string, number>>;
     readonly logRetentionMs: number;
     readonly logRetentionBytes: number;
+    /** After this long without output, progress reports say the logs look stale. */
+    readonly staleOutputMs: number;
   };
   readonly observability: {
     readonly listen: string;
@@ -176,6 +178,7 @@ const nativeSchema = z.strictObject({
     timeouts: z.record(z.string(), duration(1_000)).default({}),
     log_retention: duration().default(7 * 86_400_000),
     log_retention_bytes: bytes.default(1024 ** 3),
+    stale_output_warning: duration(1_000).default(120_000),
   }).prefault({}),
   observability: z.strictObject({
     listen: z.string().default(""),
@@ -344,6 +347,7 @@ export function compileConfig(raw: unknown, options: CompileOptions = {}): Loade
       timeoutsMs: Object.freeze({ ...c.ingestion.timeouts }),
       logRetentionMs: c.ingestion.log_retention,
       logRetentionBytes: c.ingestion.log_retention_bytes,
+      staleOutputMs: c.ingestion.stale_output_warning,
     },
     observability: {
       listen: c.observability.listen,

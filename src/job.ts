@@ -40,8 +40,6 @@ export type CancelReason = "user" | "timeout" | "shutdown" | "fenced";
 
 export const SUPPORTED_TASKS = ["RUN_INGEST", "TEST_CONNECTION"] as const;
 
-/** After this long without output the progress report says the logs look stale (as Python does). */
-export const STALE_OUTPUT_MS = 120_000;
 /** Bounds of a RUNNING progress report (every write is a stored aspect version). */
 export const PROGRESS_HEAD_CHARS = 2048;
 export const PROGRESS_TAIL_CHARS = 6144;
@@ -58,8 +56,6 @@ export interface JobDeps {
   state: StateDir;
   /** Terminal results go here: saved durably, then delivered with retries. */
   outbox: Outbox;
-  /** Overrides STALE_OUTPUT_MS (tests). */
-  staleOutputMs?: number;
 }
 
 export interface ClaimedRequest {
@@ -95,7 +91,7 @@ export class Job {
     this.task = this.#input.task;
     this.startTimeMs = claimed.startTimeMs;
     this.#log = deps.log.with({ urn: this.urn, task: this.task });
-    this.#runDir = path.join(deps.config.agent.workDir, `run-${this.id.replace(/[^\w.-]/g, "_")}`);
+    this.#runDir = path.join(deps.config.agent.workDir, runDirName(this.id));
     this.#reporter = new Reporter({
       gms: deps.gms,
       urn: this.urn,
@@ -249,6 +245,7 @@ export class Job {
     const proc = await RunProcess.start(
       { command: cli, args: argv, cwd: runDir, env },
       (line) => runLog.add(line),
+      runLog.backpressure,
     );
     this.#process = proc;
     await this.#deps.state.saveRun({ ...this.#record, pgid: proc.pid }).catch((err) =>
@@ -307,7 +304,7 @@ export class Job {
     else lines.push(log.excerpt(PROGRESS_HEAD_CHARS, PROGRESS_TAIL_CHARS));
     const last = log?.lastLineAt ?? this.startTimeMs;
     const silentMs = Date.now() - last;
-    const staleAfter = this.#deps.staleOutputMs ?? STALE_OUTPUT_MS;
+    const staleAfter = this.#deps.config.ingestion.staleOutputMs;
     if (silentMs >= staleAfter) {
       // Rounded to the stale period, so a silent run does not cause a write every heartbeat.
       const since = new Date(last).toISOString();
@@ -462,6 +459,11 @@ export class Job {
     const kept = await stat(path.join(runDir, "run.log")).catch(() => undefined);
     if (!kept) await rm(runDir, { recursive: true, force: true }).catch(() => {});
   }
+}
+
+/** The run directory's name under work_dir. */
+export function runDirName(id: string): string {
+  return `run-${id.replace(/[^\w.-]/g, "_")}`;
 }
 
 /** Reads the CLI's report file: JSON → structured report; anything else → kept as text. */

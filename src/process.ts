@@ -6,6 +6,7 @@
  * is left in its group is killed: a run leaves no orphans.
  */
 import { type ChildProcess, spawn } from "node:child_process";
+import { Buffer } from "node:buffer";
 import process from "node:process";
 import { AgentError } from "./errors.ts";
 
@@ -28,6 +29,13 @@ export const TRUNCATED_MARK = " [...truncated]";
 
 export type LineSink = (line: string, stream: "stdout" | "stderr") => void;
 
+/**
+ * Called after each chunk of output: a promise means "stop reading until it resolves" (the log
+ * file is behind). The pipe then fills and the CLI blocks on write, so memory stays flat however
+ * fast it prints.
+ */
+export type Backpressure = () => Promise<void> | undefined;
+
 export class RunProcess {
   readonly pid: number;
   readonly exited: Promise<ProcessExit>;
@@ -35,11 +43,11 @@ export class RunProcess {
   /** Resolves when both pipes are drained (or the drain window after exit ran out). */
   readonly drained: Promise<void>;
 
-  private constructor(child: ChildProcess, onLine: LineSink) {
+  private constructor(child: ChildProcess, onLine: LineSink, backpressure?: Backpressure) {
     this.#child = child;
     this.pid = child.pid!;
-    const out = pipeLines(child.stdout!, (l) => onLine(l, "stdout"));
-    const err = pipeLines(child.stderr!, (l) => onLine(l, "stderr"));
+    const out = pipeLines(child.stdout!, (l) => onLine(l, "stdout"), backpressure);
+    const err = pipeLines(child.stderr!, (l) => onLine(l, "stderr"), backpressure);
     this.exited = new Promise((resolve) => {
       child.once("exit", (code, signal) => {
         // Anything left in the group (daemonised grandchildren) dies with the run.
@@ -56,7 +64,11 @@ export class RunProcess {
   }
 
   /** Starts the process in a new session; rejects with CLI_START_FAILED if it cannot start. */
-  static start(spec: ProcessSpec, onLine: LineSink): Promise<RunProcess> {
+  static start(
+    spec: ProcessSpec,
+    onLine: LineSink,
+    backpressure?: Backpressure,
+  ): Promise<RunProcess> {
     return new Promise((resolve, reject) => {
       let child: ChildProcess;
       try {
@@ -71,7 +83,7 @@ export class RunProcess {
         return;
       }
       child.once("error", (err) => reject(startFailed(spec.command, err)));
-      child.once("spawn", () => resolve(new RunProcess(child, onLine)));
+      child.once("spawn", () => resolve(new RunProcess(child, onLine, backpressure)));
     });
   }
 
@@ -105,32 +117,58 @@ function startFailed(command: string, err: unknown): AgentError {
   return new AgentError("CLI_START_FAILED", `cannot start '${command}': ${why}`, { cause: err });
 }
 
-/** Splits a byte stream into lines, cutting lines over MAX_LINE_BYTES. */
-function pipeLines(stream: NodeJS.ReadableStream, onLine: (line: string) => void): Promise<void> {
-  const decoder = new TextDecoder();
-  let partial = "";
+/**
+ * Splits a byte stream into lines, cutting lines over MAX_LINE_BYTES. Lines are cut from the
+ * bytes and decoded one by one, so every line is a small string of its own: slicing a decoded
+ * chunk instead would keep whole chunks alive through the tail's lines (V8 sliced strings).
+ * A newline byte never occurs inside a multi-byte UTF-8 sequence, so this is encoding-safe.
+ */
+function pipeLines(
+  stream: NodeJS.ReadableStream,
+  onLine: (line: string) => void,
+  backpressure?: Backpressure,
+): Promise<void> {
+  let rest: Buffer | undefined; // bytes of an unfinished line
   let dropping = false; // inside an over-long line whose head was already emitted
-  const push = (text: string) => {
-    partial += text;
+  const emit = (buf: Buffer, start: number, end: number) => {
+    if (end > start && buf[end - 1] === 13) end--; // \r\n
+    onLine(buf.toString("utf8", start, end));
+  };
+  const push = (chunk: Buffer) => {
+    let buf = rest ? Buffer.concat([rest, chunk]) : chunk;
+    rest = undefined;
+    let start = 0;
     let nl: number;
-    while ((nl = partial.indexOf("\n")) >= 0) {
-      const line = partial.slice(0, nl).replace(/\r$/, "");
-      partial = partial.slice(nl + 1);
+    while ((nl = buf.indexOf(10, start)) >= 0) {
       if (dropping) dropping = false;
-      else onLine(line);
+      else if (nl - start > MAX_LINE_BYTES) {
+        onLine(buf.toString("utf8", start, start + MAX_LINE_BYTES) + TRUNCATED_MARK);
+      } else emit(buf, start, nl);
+      start = nl + 1;
     }
-    if (partial.length > MAX_LINE_BYTES) {
-      if (!dropping) onLine(partial.slice(0, MAX_LINE_BYTES) + TRUNCATED_MARK);
-      dropping = true;
-      partial = "";
+    if (start < buf.length) {
+      if (dropping) return;
+      if (buf.length - start > MAX_LINE_BYTES) {
+        onLine(buf.toString("utf8", start, start + MAX_LINE_BYTES) + TRUNCATED_MARK);
+        dropping = true;
+        return;
+      }
+      buf = buf.subarray(start);
+      rest = Buffer.from(buf); // a copy: do not pin the whole chunk
     }
   };
   return new Promise((resolve) => {
-    stream.on("data", (chunk: Uint8Array) => push(decoder.decode(chunk, { stream: true })));
+    stream.on("data", (chunk: Buffer) => {
+      push(chunk);
+      const wait = backpressure?.();
+      if (wait) {
+        stream.pause();
+        void wait.then(() => stream.resume());
+      }
+    });
     const end = () => {
-      push(decoder.decode());
-      if (partial && !dropping) onLine(partial);
-      partial = "";
+      if (rest && rest.length > 0 && !dropping) emit(rest, 0, rest.length);
+      rest = undefined;
       resolve();
     };
     stream.once("end", end);

@@ -28,6 +28,7 @@ export class RunLog {
   #changes = 0;
   #lastLineAt: number | undefined;
   readonly #file: WriteStream | undefined;
+  #behind = false;
   readonly #redact: (line: string) => string;
   readonly #maxHead: number;
   readonly #maxTail: number;
@@ -48,7 +49,7 @@ export class RunLog {
     this.#lines++;
     this.#changes++;
     this.#lastLineAt = Date.now();
-    this.#file?.write(line + "\n");
+    if (this.#file && !this.#file.write(line + "\n")) this.#behind = true;
     if (!this.#headFull) {
       const size = line.length + 1;
       if (this.#headBytes + size <= this.#maxHead) {
@@ -65,6 +66,21 @@ export class RunLog {
       this.#tailStart = (this.#tailStart + 1) % this.#maxTail;
     }
   }
+
+  /**
+   * A promise when run.log's write buffer is full (resolves once it drained), else undefined:
+   * the reader pauses the pipe meanwhile (see process.ts Backpressure).
+   */
+  backpressure = (): Promise<void> | undefined => {
+    const file = this.#file;
+    if (!this.#behind || !file) return undefined;
+    return new Promise((resolve) => {
+      file.once("drain", () => {
+        this.#behind = false;
+        resolve();
+      });
+    });
+  };
 
   /** Total lines seen. */
   get lines(): number {

@@ -58,13 +58,16 @@ export class StateDir {
     for (let attempt = 0; attempt < 2; attempt++) {
       try {
         const fd = openSync(this.#lock, "wx", 0o600);
-        writeSync(fd, String(process.pid));
+        writeSync(fd, `${process.pid} ${processStartTime(process.pid) ?? ""}`);
         closeSync(fd);
         return;
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
-        const holder = Number(readFileSync(this.#lock, "utf8").trim());
-        if (holder && holder !== process.pid && alive(holder)) {
+        const [pid, started] = readFileSync(this.#lock, "utf8").trim().split(" ");
+        const holder = Number(pid);
+        // The pid alone could be reused by an unrelated process after a crash: compare start times.
+        const same = !started || processStartTime(holder) === started;
+        if (holder && holder !== process.pid && alive(holder) && same) {
           throw new AgentError(
             "STATE_LOCKED",
             `state_dir ${this.dir} is used by another ingest-agent (pid ${holder}); give each agent its own agent.state_dir`,
@@ -78,7 +81,9 @@ export class StateDir {
   /** Releases the lock (synchronous, so it also works while exiting). */
   close(): void {
     try {
-      if (readFileSync(this.#lock, "utf8").trim() === String(process.pid)) unlinkSync(this.#lock);
+      if (readFileSync(this.#lock, "utf8").split(" ")[0] === String(process.pid)) {
+        unlinkSync(this.#lock);
+      }
     } catch { /* already gone */ }
   }
 
@@ -129,6 +134,16 @@ export class StateDir {
 
 function safe(id: string): string {
   return id.replace(/[^\w.-]/g, "_");
+}
+
+/** The kernel's start time of a process (Linux /proc), to tell a reused pid from the original. */
+function processStartTime(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
+  } catch {
+    return undefined;
+  }
 }
 
 /** Whether a process (pid > 0) or a process group (pid < 0) exists. */
