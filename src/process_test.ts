@@ -58,12 +58,31 @@ async function start(script: string): Promise<Started> {
   };
 }
 
-/** Kills whatever is left of the group and waits for the pipes (the drain timer ends too). */
+/** Fails instead of hanging when `p` does not settle within `ms`. */
+async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      p,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`${what}: not within ${ms}ms`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Kills whatever is left of the group (or at least the process) and waits for the pipes. */
 async function cleanup(proc: RunProcess | undefined): Promise<void> {
   if (!proc) return;
-  proc.signalGroup("SIGKILL");
-  await proc.exited;
-  await proc.drained;
+  if (!proc.signalGroup("SIGKILL")) {
+    try {
+      Deno.kill(proc.pid, "SIGKILL");
+    } catch { /* already gone */ }
+  }
+  await within(proc.exited, 5_000, "exit after SIGKILL");
+  await within(proc.drained, 5_000, "pipes drained");
 }
 
 /** The process state letter from /proc/<pid>/stat, or undefined when the process is gone. */
@@ -175,7 +194,7 @@ Deno.test("RunProcess.stop: a process that exits on SIGTERM is not SIGKILLed", a
   try {
     s = await start("trap 'echo got-term; exit 7' TERM; echo ready; while :; do sleep 0.05; done");
     await s.waitLine((l) => l.line === "ready");
-    const exit = await s.proc.stop(10_000);
+    const exit = await within(s.proc.stop(10_000), 5_000, "stop");
     assert.deepEqual(exit, { code: 7, signal: null });
     await s.proc.drained;
     assert.ok(s.lines.some((l) => l.line === "got-term"));
@@ -194,7 +213,7 @@ Deno.test("RunProcess.stop: ignoring SIGTERM gets SIGKILL after the grace period
     grandchild = Number(line.line.slice("child=".length));
     assert.ok(grandchild > 0);
     assert.equal(pgidOf(grandchild), s.proc.pid);
-    const exit = await s.proc.stop(300);
+    const exit = await within(s.proc.stop(300), 5_000, "stop");
     assert.equal(exit.signal, "SIGKILL");
     assert.equal(exit.code, null);
     const state = await waitDead(grandchild);
@@ -216,7 +235,7 @@ Deno.test("RunProcess: a grandchild holding stdout open does not delay exited, a
   let grandchild = 0;
   try {
     s = await start('sleep 60 & echo "child=$!"; echo bye; exit 0');
-    const exit = await s.proc.exited;
+    const exit = await within(s.proc.exited, 5_000, "exit");
     assert.deepEqual(exit, { code: 0, signal: null });
     const line = await s.waitLine((l) => l.line.startsWith("child="));
     grandchild = Number(line.line.slice("child=".length));
