@@ -325,7 +325,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       const job = this.#jobs.get(urn);
       if (!job || signal.value.signal !== "KILL") continue;
       if ((signal.value.createdAt?.time ?? 0) < job.startTimeMs) continue; // an old signal
-      job.cancel("user", signal.value.createdAt?.actor);
+      job.cancel("user", signal.value.createdAt?.actor, signal.value.createdAt?.time);
     }
   }
 }

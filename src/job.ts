@@ -116,10 +116,12 @@ export class Job {
   }
 
   /** Stops the run (TERM → grace → KILL of its process group); the first reason wins. */
-  cancel(reason: CancelReason, by?: string): void {
+  cancel(reason: CancelReason, by?: string, at?: number): void {
     if (this.#cancel) return;
     this.#cancel = reason;
-    this.#cancelledBy = by;
+    this.#cancelledBy = [by ? `by ${by}` : "", at ? `at ${new Date(at).toISOString()}` : ""].filter(
+      Boolean,
+    ).join(" ");
     this.#log.info("cancelling run", { reason, by });
     void this.#process?.stop(this.#deps.config.agent.cancelGraceMs);
   }
@@ -352,7 +354,7 @@ export class Job {
       if (this.#cancel === "user") {
         this.#note(
           "INFO",
-          `Ingestion task was cancelled${this.#cancelledBy ? ` by ${this.#cancelledBy}` : ""}`,
+          `Ingestion task was cancelled${this.#cancelledBy ? ` ${this.#cancelledBy}` : ""}`,
         );
       } else if (this.#cancel === "timeout") {
         this.#note("ERROR", `The run exceeded ${this.#timeoutLimit} and was stopped`);
