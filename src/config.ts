@@ -223,7 +223,8 @@ function interpolate(
   if (typeof node === "string") {
     return node.replace(ENV_REF, (_whole, name: string, fallback: string | undefined) => {
       const value = env[name];
-      if (value !== undefined && value !== "") return value;
+      // Shell semantics: `${VAR:-default}` also replaces an empty value; `${VAR}` keeps it.
+      if (value !== undefined && (value !== "" || fallback === undefined)) return value;
       if (fallback !== undefined) return fallback;
       issues.push({ path: at || "(root)", message: `environment variable ${name} is not set` });
       return "";
@@ -270,7 +271,18 @@ export function compileConfig(raw: unknown, options: CompileOptions = {}): Loade
   const env = options.env ?? {};
   const home = options.home ?? os.homedir();
   const issues: ConfigIssue[] = [];
-  const doc = interpolate(raw ?? {}, env, "", issues);
+  // In an Actions pipeline file only `action` and `datahub` are used: the Kafka source and the
+  // filters are not interpolated, so their variables need not be set here.
+  const ignored = raw && typeof raw === "object" && "action" in raw
+    ? ["name", "source", "filters", "options"]
+    : [];
+  const doc = raw && typeof raw === "object" && !Array.isArray(raw)
+    ? Object.fromEntries(
+      Object.entries(raw).map((
+        [k, v],
+      ) => [k, ignored.includes(k) ? v : interpolate(v, env, k, issues)]),
+    )
+    : interpolate(raw ?? {}, env, "", issues);
   if (doc === null || typeof doc !== "object" || Array.isArray(doc)) {
     throw new ConfigError(file, [{ path: "(root)", message: "expected a YAML mapping" }]);
   }
@@ -292,12 +304,25 @@ export function compileConfig(raw: unknown, options: CompileOptions = {}): Loade
         "action.config.task_configs is ignored: ingest-agent runs RUN_INGEST and TEST_CONNECTION itself",
       );
     }
-    const client = parseSystemClientHeader(datahub.extra_headers?.["Authorization"]);
+    const authorization = Object.entries(datahub.extra_headers ?? {})
+      .find(([k]) => k.toLowerCase() === "authorization")?.[1];
+    const client = parseSystemClientHeader(authorization);
+    const bearer = authorization ? /^Bearer\s+(\S+)$/i.exec(authorization.trim())?.[1] : undefined;
+    if (authorization && !client && !bearer) {
+      warnings.push(
+        "datahub.extra_headers.Authorization is neither `Basic <id>:<secret>` nor `Bearer <token>` and is ignored",
+      );
+    }
+    for (const key of Object.keys(datahub.extra_headers ?? {})) {
+      if (key.toLowerCase() !== "authorization") {
+        warnings.push(`datahub.extra_headers.${key} is ignored`);
+      }
+    }
     native = {
       executor_id: action.config.executor_id || "default",
       datahub: {
         server: datahub.server,
-        ...(datahub.token ? { token: datahub.token } : {}),
+        ...(datahub.token || bearer ? { token: datahub.token || bearer } : {}),
         ...(client ? { system_client_id: client.id, system_client_secret: client.secret } : {}),
       },
     };

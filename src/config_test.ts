@@ -104,6 +104,7 @@ Deno.test("compileConfig: an empty file gives the documented defaults", () => {
       timeoutsMs: {},
       logRetentionMs: 7 * 86_400_000,
       logRetentionBytes: 1024 ** 3,
+      staleOutputMs: 2 * 60_000,
     });
     assert.deepEqual(config.observability, { listen: "", logLevel: "info", logFormat: "auto" });
   }
@@ -411,4 +412,38 @@ Deno.test("loadConfig: the documented agent.yml compiles to exactly the built-in
   const builtIn = compile({});
   assert.deepEqual(documented.config, builtIn.config);
   assert.deepEqual(documented.warnings, []);
+});
+
+const base = (headers: Record<string, string>, extra: Record<string, unknown> = {}) => ({
+  ...extra,
+  action: { type: "executor" },
+  datahub: { server: "http://gms:8080", extra_headers: headers },
+});
+
+Deno.test("Actions form: a lowercase authorization header is understood", () => {
+  const { config } = compileConfig(base({ authorization: "Basic id:secret" }), {
+    env: {},
+    home: "/h",
+  });
+  assert.equal(config.datahub.systemClientId, "id");
+});
+
+Deno.test("Actions form: a Bearer Authorization header is the token; an unusable one gives a warning", () => {
+  const { config } = compileConfig(base({ Authorization: "Bearer abc" }), { env: {}, home: "/h" });
+  assert.equal(config.datahub.token, "abc");
+  const { warnings } = compileConfig(base({ Authorization: "Digest xyz" }), {
+    env: {},
+    home: "/h",
+  });
+  assert.ok(warnings.some((w) => /Authorization/.test(w)), JSON.stringify(warnings));
+});
+
+Deno.test("Actions form: a missing variable in the ignored Kafka source is not fatal", () => {
+  const { config } = compileConfig(
+    base({ Authorization: "Basic id:secret" }, {
+      source: { type: "kafka", config: { bootstrap: "${KAFKA_BOOTSTRAP_SERVER}" } },
+    }),
+    { env: {}, home: "/h" },
+  );
+  assert.equal(config.datahub.systemClientId, "id");
 });

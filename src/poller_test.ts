@@ -301,3 +301,56 @@ Deno.test("Poller: stop() before start() resolves", async () => {
   await within(poller.stop(), 1_000, "stop");
   assert.equal(t.count, 0);
 });
+
+Deno.test("Poller: stop() interrupts an error backoff wait", async () => {
+  const t = countingTick(() => {
+    throw new GmsError("GMS_RATE_LIMITED", "poll", "HTTP 429", {
+      status: 429,
+      retryAfterMs: 60_000,
+    });
+  });
+  const poller = new Poller({
+    name: "poll",
+    intervalMs: 20,
+    maxBackoffMs: 100,
+    tick: t.tick,
+    log: recordingLogger([]),
+  });
+  poller.start();
+  await within(t.reached(1), 2_000, "first tick");
+  await delay(20); // now waiting out the 60 s Retry-After
+  await within(poller.stop(), 2_000, "stop during the backoff");
+  assert.equal(t.count, 1);
+});
+
+Deno.test("Poller: a nudge during a failing tick does not skip the backoff", async () => {
+  const gate = deferred();
+  const t = countingTick(async (n) => {
+    if (n === 1) {
+      await gate.promise;
+      throw new GmsError("GMS_RATE_LIMITED", "poll", "HTTP 429", {
+        status: 429,
+        retryAfterMs: 400,
+      });
+    }
+  });
+  const poller = new Poller({
+    name: "poll",
+    intervalMs: 20,
+    maxBackoffMs: 100,
+    tick: t.tick,
+    log: recordingLogger([]),
+  });
+  poller.start();
+  try {
+    await within(t.reached(1), 2_000, "first tick");
+    poller.nudge(); // while the failing tick runs
+    gate.resolve();
+    await delay(200);
+    assert.equal(t.count, 1, "the nudge skipped the Retry-After wait");
+    await within(t.reached(2), 3_000, "tick after Retry-After");
+  } finally {
+    gate.resolve();
+    await within(poller.stop(), 2_000, "stop");
+  }
+});

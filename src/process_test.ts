@@ -177,6 +177,21 @@ Deno.test("RunProcess: a line over 4096 chars arriving in pieces is cut with the
   }
 });
 
+Deno.test("RunProcess: a 10000-char line written at once is cut at 4096 with the mark", async () => {
+  let s: Started | undefined;
+  try {
+    s = await start("printf '%010000d\\nnext\\n' 0");
+    await s.proc.exited;
+    await s.proc.drained;
+    const out = s.lines.map((l) => l.line);
+    assert.deepEqual(out.map((l) => l.length), [MAX_LINE_BYTES + TRUNCATED_MARK.length, 4]);
+    assert.equal(out[0], "0".repeat(MAX_LINE_BYTES) + TRUNCATED_MARK);
+    assert.equal(out[1], "next");
+  } finally {
+    await cleanup(s?.proc);
+  }
+});
+
 Deno.test("RunProcess: runs in its own process group (pgid == pid)", async () => {
   let s: Started | undefined;
   try {

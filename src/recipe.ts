@@ -21,7 +21,7 @@ export function parseRecipe(text: string): Recipe {
     doc = JSON.parse(text);
   } catch (jsonErr) {
     try {
-      doc = parseYaml(text, { prettyErrors: false });
+      doc = parseYaml(text);
     } catch (yamlErr) {
       const looksJson = /^\s*[{[]/.test(text);
       throw new AgentError(

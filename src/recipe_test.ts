@@ -171,3 +171,16 @@ Deno.test("withRunId: sets run_id on a copy, replacing an existing one", () => {
   assert.equal(recipe.run_id, "old");
   assert.equal(withRunId({ source: { type: "x" } }, "id-2").run_id, "id-2");
 });
+
+Deno.test("parseRecipe: malformed YAML error gives line and column", () => {
+  const text = 'source:\n  type: mysql\n  config:\n    password: "hunter2-SECRET\n';
+  try {
+    parseRecipe(text);
+    assert.fail("expected a rejection");
+  } catch (err) {
+    assert.ok(err instanceof AgentError);
+    assert.equal(err.code, "RECIPE_INVALID");
+    assert.match(err.message, /line \d+, column \d+/);
+    assert.ok(!err.message.includes("hunter2-SECRET"));
+  }
+});

@@ -28,6 +28,13 @@ Deno.test("RunLog: nothing omitted, no marker", () => {
   assert.ok(!log.text().includes("omitted"));
 });
 
+Deno.test("RunLog: a single omitted line is marked too", () => {
+  const log = new RunLog({ headBytes: 7, tailLines: 1 });
+  for (const l of numbered(3)) log.add(l);
+  assert.equal(log.omitted, 1);
+  assert.equal(log.text(), ["line-1", "… 1 lines omitted …", "line-3"].join("\n"));
+});
+
 Deno.test("RunLog: an empty log has empty text", () => {
   const log = new RunLog();
   assert.equal(log.lines, 0);

@@ -81,7 +81,7 @@ export function pythonTime(ms: number): string {
 /** pprint of {'errors': [...], 'exec_id': ..., 'infos': [...]} (keys sorted, as pprint does). */
 function pprintReport(execId: string, infos: string[], errors: string[]): string {
   const list = (key: string, items: string[]) => {
-    const indent = " ".repeat(key.length + 5);
+    const indent = " ".repeat(key.length + 6);
     if (items.length === 0) return `'${key}': []`;
     return `'${key}': [${items.map(pyRepr).join(`,\n${indent}`)}]`;
   };

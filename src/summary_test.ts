@@ -156,3 +156,28 @@ Deno.test("fitToLimit: exactly at the limit is kept", () => {
   assert.equal(out.structured, "b".repeat(40));
   assert.equal(out.report, "a".repeat(60));
 });
+
+Deno.test("summaryText: multi-item lists align like Python pprint", () => {
+  const at = Date.UTC(2026, 10, 30, 14, 0, 0, 123);
+  const text = summaryText({
+    task: "RUN_INGEST",
+    status: "FAILURE",
+    execId: "x",
+    notes: [
+      { at, level: "ERROR", message: "e1" },
+      { at, level: "ERROR", message: "e2" },
+      { at, level: "INFO", message: "i1" },
+      { at, level: "INFO", message: "i2" },
+    ],
+    logs: "",
+  });
+  // python3 -c "import pprint; pprint.pprint({'errors': [A, B], 'exec_id': 'x', 'infos': [C, D]})"
+  const expected = [
+    "{'errors': ['2026-11-30 14:00:00.123000 ERROR: e1',",
+    "            '2026-11-30 14:00:00.123000 ERROR: e2'],",
+    " 'exec_id': 'x',",
+    " 'infos': ['2026-11-30 14:00:00.123000 INFO: i1',",
+    "           '2026-11-30 14:00:00.123000 INFO: i2']}",
+  ].join("\n");
+  assert.ok(text.includes(expected), text);
+});

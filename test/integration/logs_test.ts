@@ -124,7 +124,11 @@ Deno.test("progress writes stop while a run is silent, and the stale-output note
   // the claim, the first lines, one stale note per stale period, the closing lines.
   assert.ok(progress.length <= 8, `${progress.length} progress writes`);
   for (let i = 1; i < progress.length; i++) {
-    assert.notEqual(progress[i]!.value.report, progress[i - 1]!.value.report, "no write without a change");
+    assert.notEqual(
+      progress[i]!.value.report,
+      progress[i - 1]!.value.report,
+      "no write without a change",
+    );
   }
   assert.ok(
     progress.some((w) =>
