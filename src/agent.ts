@@ -215,6 +215,10 @@ export class Agent extends EventEmitter<AgentEvents> {
       log.debug("not claimed", { urn: c.urn, reason: outcome.reason });
       return;
     }
+    if (outcome.kind === "cancelled") {
+      log.info("closed a request cancelled before it started", { urn: c.urn });
+      return;
+    }
     log.info("claimed", { urn: c.urn, task: c.task, reserved_slot: useReservedSlot || undefined });
     this.emit("claimed", { urn: c.urn, task: c.task });
     this.#startJob(outcome, useReservedSlot);
@@ -317,14 +321,15 @@ export class Agent extends EventEmitter<AgentEvents> {
     }
   }
 
-  /** Reads the signal aspect of every held run in one request; a KILL newer than the claim cancels. */
+  /** Reads the signal aspect of every held run in one request; a KILL cancels the run. */
   async #checkSignals(): Promise<void> {
     if (this.#jobs.size === 0) return;
     const signals = await this.#d.gms.readSignals([...this.#jobs.keys()]);
     for (const [urn, signal] of signals) {
       const job = this.#jobs.get(urn);
       if (!job || signal.value.signal !== "KILL") continue;
-      if ((signal.value.createdAt?.time ?? 0) < job.startTimeMs) continue; // an old signal
+      // Any KILL counts: one that existed at claim time closed the request before it ran
+      // (claim.ts), so GMS's clock never has to be compared with ours.
       job.cancel("user", signal.value.createdAt?.actor, signal.value.createdAt?.time);
     }
   }

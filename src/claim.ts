@@ -15,6 +15,8 @@ export type ClaimOutcome =
     version: string;
     startTimeMs: number;
   }
+  /** Cancelled (KILL) while it was pending: closed as CANCELLED without running. */
+  | { kind: "cancelled" }
   /** Another agent won the race. */
   | { kind: "lost" }
   /** The request is gone, already has a result, or has no input. */
@@ -33,18 +35,30 @@ export async function claimRequest(
   if (!request) return { kind: "skip", reason: "deleted" };
   if (request.result) return { kind: "skip", reason: `already ${request.result.value.status}` };
   if (!request.input) return { kind: "skip", reason: "no input aspect" };
-  const value: ResultValue = initial?.(now) ??
-    {
-      status: "RUNNING",
+  // A user may cancel a request that is still pending: it is closed without running.
+  const kill = request.signal?.value.signal === "KILL" ? request.signal.value : undefined;
+  const value: ResultValue = kill
+    ? {
+      status: "CANCELLED",
       startTimeMs: now,
       durationMs: 0,
-      report: `${ownerLine(id)}\nClaimed; starting.`,
-    };
+      report: `${ownerLine(id)}\nExecution was cancelled by request before it started${
+        kill.createdAt?.actor ? ` (by ${kill.createdAt.actor})` : ""
+      }; it was not run.`,
+    }
+    : initial?.(now) ??
+      {
+        status: "RUNNING",
+        startTimeMs: now,
+        durationMs: 0,
+        report: `${ownerLine(id)}\nClaimed; starting.`,
+      };
   try {
     const version = await gms.writeResult(urn, value, {
       ifVersionMatch: "-1",
       properties: leaseProperties(id, now + leaseTtlMs),
     });
+    if (kill) return { kind: "cancelled" };
     return {
       kind: "claimed",
       request: { ...request, input: request.input },

@@ -4,7 +4,7 @@
  * secret wins, as in the Python executor (SPEC §4.5). A name found in neither is an error naming
  * the secret, never its value.
  */
-import { AgentError, GmsError } from "./errors.ts";
+import { AgentError, backoffDelay, GmsError, isRetryable } from "./errors.ts";
 import type { GmsApi } from "./gms/client.ts";
 
 export interface ResolvedSecrets {
@@ -24,7 +24,7 @@ export async function resolveSecrets(
   let fromDataHub = new Map<string, string>();
   let denied: AgentError | undefined;
   try {
-    fromDataHub = await gms.secretValues(names);
+    fromDataHub = await withRetries(() => gms.secretValues(names));
   } catch (err) {
     if (err instanceof AgentError && err.code === "SECRET_ACCESS_DENIED") denied = err;
     else if (err instanceof GmsError) {
@@ -58,4 +58,16 @@ export async function resolveSecrets(
     );
   }
   return { values, notes };
+}
+
+/** A GMS blip should not fail a run: a few quick retries of retryable errors. */
+async function withRetries<T>(fn: () => Promise<T>, attempts = 4): Promise<T> {
+  for (let i = 0;; i++) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (i + 1 >= attempts || !isRetryable(err)) throw err;
+      await new Promise((r) => setTimeout(r, backoffDelay(i, 250, 4000)));
+    }
+  }
 }

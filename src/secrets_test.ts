@@ -126,3 +126,37 @@ Deno.test("resolveSecrets: a non-GMS error passes through unchanged", async () =
   );
   assert.equal(err, boom);
 });
+
+Deno.test("resolveSecrets: a passing GMS failure is retried; a lasting one fails the run naming no value", async () => {
+  let calls = 0;
+  const flaky = {
+    secretValues: (names: string[]) => {
+      calls++;
+      if (calls === 1) {
+        return Promise.reject(
+          new GmsError("GMS_UNAVAILABLE", "getSecretValues", "HTTP 503", { status: 503 }),
+        );
+      }
+      return Promise.resolve(new Map(names.map((n) => [n, `value-of-${n}`])));
+    },
+  };
+  const ok = await resolveSecrets(["A"], flaky, {});
+  assert.equal(ok.values.get("A"), "value-of-A");
+  assert.equal(calls, 2);
+
+  let denied = 0;
+  const broken = {
+    secretValues: () => {
+      denied++;
+      return Promise.reject(
+        new GmsError("GMS_REJECTED", "getSecretValues", "HTTP 400: bad", { status: 400 }),
+      );
+    },
+  };
+  await assert.rejects(resolveSecrets(["A"], broken, { A: "env-secret-value" }), (err: unknown) => {
+    assert.ok(err instanceof AgentError);
+    assert.ok(!err.message.includes("env-secret-value"));
+    return true;
+  });
+  assert.equal(denied, 1, "a non-retryable error is not retried");
+});

@@ -297,3 +297,14 @@ Deno.test("429 with Retry-After is honoured by the poll loop", async () => {
     "polling resumed",
   );
 });
+
+Deno.test("a request cancelled while pending is closed as CANCELLED without running", async () => {
+  await using s = await setup();
+  const urn = s.sim.createRequest({ args: { recipe: recipe() } });
+  s.sim.sendSignal(urn, "KILL", { actor: "urn:li:corpuser:carol" });
+  await using _agent = await s.startAgent();
+  const r = await terminal(s.sim, urn);
+  assert.equal(r.status, "CANCELLED");
+  assert.match(r.report!, /cancelled by request before it started \(by urn:li:corpuser:carol\)/);
+  assert.equal((await s.cli.readJournal()).length, 0);
+});
