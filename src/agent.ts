@@ -12,20 +12,15 @@
 import { EventEmitter } from "node:events";
 import PQueue from "p-queue";
 import { claimRequest } from "./claim.ts";
-import type { AgentConfig } from "./config.ts";
 import { GmsError } from "./errors.ts";
 import type { GmsApi, RunningSummary } from "./gms/client.ts";
-import { type Identity, leaseProperties, ownerLine } from "./identity.ts";
-import { type ClaimedRequest, Job, runDirName } from "./job.ts";
-import type { Outbox } from "./outbox.ts";
-import type { Logger } from "./log.ts";
+import { leaseProperties, ownerLine } from "./identity.ts";
+import { type ClaimedRequest, Job, type JobDeps, runDirName } from "./job.ts";
 import { Poller } from "./poller.ts";
 import { sleep } from "./process.ts";
-import type { Redactor } from "./redact.ts";
 import { isFencingError } from "./reporter.ts";
 import type { Candidate } from "./request.ts";
 import { pruneRunLogs } from "./retention.ts";
-import type { StateDir } from "./state.ts";
 
 export type AgentState = "created" | "running" | "draining" | "stopped";
 
@@ -38,15 +33,9 @@ export interface AgentEvents {
   state: [AgentState];
 }
 
-export interface AgentDeps {
-  config: AgentConfig;
+/** What the agent needs: everything a job needs, with the full GMS client. */
+export interface AgentDeps extends JobDeps {
   gms: GmsApi;
-  identity: Identity;
-  log: Logger;
-  redactor: Redactor;
-  env: Record<string, string | undefined>;
-  state: StateDir;
-  outbox: Outbox;
 }
 
 /** Tasks that may use the reserved slot: they take seconds and a user is watching. */

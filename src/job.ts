@@ -30,10 +30,10 @@ import { MIN_SECRET_LENGTH, Redactor } from "./redact.ts";
 import type { Outbox } from "./outbox.ts";
 import { Reporter } from "./reporter.ts";
 import type { RunRecord, StateDir } from "./state.ts";
-import type { RequestInput, RequestState, ResultValue, TerminalStatus } from "./request.ts";
+import type { RequestInput, RequestState, TerminalStatus } from "./request.ts";
 import { RunLog } from "./run_log.ts";
 import { resolveSecrets } from "./secrets.ts";
-import { fitToLimit, type Note, summaryText } from "./summary.ts";
+import { type Note, summaryText, terminalResult } from "./summary.ts";
 
 /** Why a run was stopped before it ended by itself. Values appear in reports: keep them stable. */
 export type CancelReason = "user" | "timeout" | "shutdown" | "fenced";
@@ -419,20 +419,14 @@ export class Job {
       structured: maskedStructured,
       logs,
     }));
-    const fitted = fitToLimit(this.id, summary, maskedStructured);
-    const value: ResultValue = {
+    const value = terminalResult({
+      task: this.task,
       status,
+      execId: this.id,
       startTimeMs: this.startTimeMs,
-      durationMs: Date.now() - this.startTimeMs,
-      report: fitted.report,
-    };
-    if (fitted.structured !== undefined) {
-      value.structuredReport = {
-        type: this.task,
-        serializedValue: fitted.structured,
-        contentType: "application/json",
-      };
-    }
+      report: summary,
+      structured: maskedStructured,
+    });
     this.#reporter.close();
     const { delivery } = await this.#deps.outbox.submit({
       urn: this.urn,

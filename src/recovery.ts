@@ -16,7 +16,7 @@ import { sleep } from "./process.ts";
 import type { Redactor } from "./redact.ts";
 import type { ResultValue, TerminalStatus } from "./request.ts";
 import { alive, type RunRecord, type StateDir } from "./state.ts";
-import { fitToLimit, summaryText } from "./summary.ts";
+import { summaryText, terminalResult } from "./summary.ts";
 
 export async function recoverRuns(
   deps: { state: StateDir; outbox: Outbox; identity: Identity; log: Logger; redactor: Redactor },
@@ -76,23 +76,13 @@ async function recoveredResult(
     structured: run.exit ? structured : undefined,
     logs,
   }));
-  const fitted = fitToLimit(
-    run.id,
-    `${ownerLine(id)}\n${report}`,
-    run.exit ? structured : undefined,
-  );
-  const value: ResultValue = {
+  return terminalResult({
+    task: run.task,
     status,
+    execId: run.id,
     startTimeMs: run.startTimeMs,
-    durationMs: now - run.startTimeMs,
-    report: fitted.report,
-  };
-  if (fitted.structured !== undefined) {
-    value.structuredReport = {
-      type: run.task,
-      serializedValue: fitted.structured,
-      contentType: "application/json",
-    };
-  }
-  return value;
+    report: `${ownerLine(id)}\n${report}`,
+    structured: run.exit ? structured : undefined,
+    now,
+  });
 }

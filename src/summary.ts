@@ -2,7 +2,7 @@
  * The terminal `report` text, laid out like the Python executor's summary (SPEC §4.2) so the UI
  * and users' habits keep working, and the GMS size limit applied the way it does.
  */
-import type { TerminalStatus } from "./request.ts";
+import type { ResultValue, TerminalStatus } from "./request.ts";
 
 /** GMS's limit for report + structured report (ACRYL_EXECUTOR_GMS_PAYLOAD_MAX_LENGTH). */
 export const MAX_REPORT_CHARS = 15_368_520;
@@ -100,4 +100,34 @@ function reindent(json: string): string {
   } catch {
     return json;
   }
+}
+
+/**
+ * The terminal result value: report and structured report fitted to GMS's limit, the structured
+ * report typed with the task name as the Python executor does.
+ */
+export function terminalResult(input: {
+  task: string;
+  status: TerminalStatus;
+  execId: string;
+  startTimeMs: number;
+  report: string;
+  structured: string | undefined;
+  now?: number;
+}): ResultValue {
+  const fitted = fitToLimit(input.execId, input.report, input.structured);
+  const value: ResultValue = {
+    status: input.status,
+    startTimeMs: input.startTimeMs,
+    durationMs: (input.now ?? Date.now()) - input.startTimeMs,
+    report: fitted.report,
+  };
+  if (fitted.structured !== undefined) {
+    value.structuredReport = {
+      type: input.task,
+      serializedValue: fitted.structured,
+      contentType: "application/json",
+    };
+  }
+  return value;
 }
