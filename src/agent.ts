@@ -50,6 +50,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   readonly #signalPoller: Poller;
   #state: AgentState = "created";
   #drained: Promise<void> | undefined;
+  #prunedAt = -Infinity;
 
   constructor(deps: AgentDeps) {
     super();
@@ -140,9 +141,11 @@ export class Agent extends EventEmitter<AgentEvents> {
     for (const job of this.#jobs.values()) job.cancel(reason);
   }
 
-  /** Applies log retention to finished runs' directories. */
+  /** Applies log retention to finished runs' directories (at start, then at most once a minute). */
   async #prune(): Promise<void> {
     const { config, log } = this.#d;
+    if (Date.now() - this.#prunedAt < 60_000) return;
+    this.#prunedAt = Date.now();
     const active = new Set([...this.#jobs.values()].map((j) => runDirName(j.id)));
     await pruneRunLogs(
       {
@@ -168,7 +171,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     const count = Math.min(100, Math.max(10, free * 3));
     const found = await this.#d.gms.discover(config.executorId, count);
     this.emit("polled", { pending: found.pending.length, running: found.running.length });
-    for (const c of found.pending) {
+    for (const c of spreadClaims(found.pending, free)) {
       if (this.#state !== "running") break;
       if (this.#jobs.has(c.urn)) continue;
       const fast = FAST_TASKS.has(c.task);
@@ -322,4 +325,19 @@ export class Agent extends EventEmitter<AgentEvents> {
       job.cancel("user", signal.value.createdAt?.actor, signal.value.createdAt?.time);
     }
   }
+}
+
+/**
+ * Agents of a pool see the same oldest-first list; if all went for its head they would mostly
+ * collide (lost claims cost a read and a write each). Each agent shuffles a window of about three
+ * times its free slots at the head of the list, so they spread, and keeps the rest in order.
+ */
+export function spreadClaims<T>(candidates: T[], free: number, random = Math.random): T[] {
+  const window = Math.min(candidates.length, Math.max(0, free) * 3);
+  const head = candidates.slice(0, window);
+  for (let i = head.length - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1));
+    [head[i], head[j]] = [head[j]!, head[i]!];
+  }
+  return [...head, ...candidates.slice(window)];
 }
