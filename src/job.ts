@@ -41,8 +41,8 @@ export type CancelReason = "user" | "timeout" | "shutdown" | "fenced";
 export const SUPPORTED_TASKS = ["RUN_INGEST", "TEST_CONNECTION"] as const;
 
 /** Bounds of a RUNNING progress report (every write is a stored aspect version). */
-export const PROGRESS_HEAD_CHARS = 1024;
-export const PROGRESS_TAIL_CHARS = 3072;
+export const PROGRESS_HEAD_CHARS = 512;
+export const PROGRESS_TAIL_CHARS = 2560;
 
 export interface JobDeps {
   config: AgentConfig;
