@@ -46,7 +46,7 @@ check: deps
 	$(DENO) check src/ test/
 
 binary: $(BIN)
-$(BIN): $(SOURCES) deps scripts/build-binary.sh
+$(BIN): $(SOURCES) node_modules/.deps scripts/build-binary.sh
 	scripts/build-binary.sh "$(ESBUILD)" "$(SEA_NODE)" $(BIN)
 
 # All checks, then every test (unit, integration, end to end through the built executable).
