@@ -1,5 +1,5 @@
 /**
- * A polite loop: the first tick runs at once, then every interval with random jitter (±25 %, so
+ * A polite loop: the first tick runs at once, then every interval with random jitter (±15 %, so
  * agents of a pool do not synchronise). While ticks fail it backs off exponentially with jitter
  * (honouring Retry-After) and returns to the interval as soon as a tick succeeds. `nudge()` skips
  * the current wait (a freed slot polls early); `stop()` interrupts the wait and resolves when the
@@ -62,7 +62,7 @@ export class Poller {
           log.info(`${name}: GMS answers again`, { after_failures: this.#errors });
         }
         this.#errors = 0;
-        wait = Math.round(intervalMs * (0.75 + random() * 0.5));
+        wait = Math.round(intervalMs * (0.85 + random() * 0.3));
       } catch (err) {
         this.#errors++;
         wait = Math.max(intervalMs, backoffDelay(this.#errors, intervalMs, maxBackoffMs, random));
