@@ -16,7 +16,8 @@ const POLL_MS = 1000;
 
 export async function pickup(ctx: BenchContext): Promise<ScenarioResult> {
   const t0 = performance.now();
-  const n = ctx.quick ? 15 : 50;
+  // The median of a uniform phase has a sampling spread of about ±0.04 at n = 120 (±0.07 at 50).
+  const n = ctx.quick ? 15 : 120;
   await using env = await BenchEnv.create(ctx.bin);
   const text = recipe();
   const agent = await env.startAgent({
@@ -90,7 +91,7 @@ export async function pickup(ctx: BenchContext): Promise<ScenarioResult> {
       },
     ],
     notes: [
-      "expected for a uniformly random phase of a poll cycle jittered ±25 %: p50 = 0.50, mean ≈ 0.51 × poll_interval, plus the claim",
+      "expected for a uniformly random phase of a poll cycle jittered ±15 %: p50 = 0.50, mean ≈ 0.504 × poll_interval, plus the claim",
     ],
   };
 }
