@@ -19,7 +19,7 @@ Deno.test("log: JSON lines when stdout is not a terminal, text on a terminal, or
 
   const text = capture({ isTTY: true });
   text.log.warn("slow", { after: "3 tries" });
-  assert.match(text.lines[0]!, /^\S+Z WARN  slow after="3 tries"\n$/);
+  assert.match(text.lines[0]!, /^\S+Z WARN {2}slow after="3 tries"\n$/);
 
   const forced = capture({ isTTY: true, format: "json" });
   forced.log.info("x");
