@@ -3,6 +3,11 @@ import { AgentError, GmsError } from "./errors.ts";
 import type { Fields, Logger } from "./log.ts";
 import { Poller } from "./poller.ts";
 
+/** A poller named "poll" whose log is discarded. */
+function quietPoller(tick: () => Promise<void>, intervalMs: number, maxBackoffMs: number): Poller {
+  return new Poller({ name: "poll", intervalMs, maxBackoffMs, tick, log: recordingLogger([]) });
+}
+
 interface Logged {
   level: string;
   msg: string;
@@ -69,13 +74,7 @@ function countingTick(behaviour: (n: number) => Promise<void> | void = () => {})
 
 Deno.test("Poller: the first tick runs immediately and stop() interrupts the wait", async () => {
   const t = countingTick();
-  const poller = new Poller({
-    name: "poll",
-    intervalMs: 60_000,
-    maxBackoffMs: 60_000,
-    tick: t.tick,
-    log: recordingLogger([]),
-  });
+  const poller = quietPoller(t.tick, 60_000, 60_000);
   poller.start();
   try {
     await within(t.reached(1), 2_000, "first tick");
@@ -88,13 +87,7 @@ Deno.test("Poller: the first tick runs immediately and stop() interrupts the wai
 
 Deno.test("Poller: start() twice runs one loop", async () => {
   const t = countingTick();
-  const poller = new Poller({
-    name: "poll",
-    intervalMs: 60_000,
-    maxBackoffMs: 60_000,
-    tick: t.tick,
-    log: recordingLogger([]),
-  });
+  const poller = quietPoller(t.tick, 60_000, 60_000);
   poller.start();
   poller.start();
   try {
@@ -108,13 +101,7 @@ Deno.test("Poller: start() twice runs one loop", async () => {
 
 Deno.test("Poller: nudge() triggers an early tick", async () => {
   const t = countingTick();
-  const poller = new Poller({
-    name: "poll",
-    intervalMs: 60_000,
-    maxBackoffMs: 60_000,
-    tick: t.tick,
-    log: recordingLogger([]),
-  });
+  const poller = quietPoller(t.tick, 60_000, 60_000);
   poller.start();
   try {
     await within(t.reached(1), 2_000, "first tick");
@@ -130,13 +117,7 @@ Deno.test("Poller: nudge() triggers an early tick", async () => {
 Deno.test("Poller: a nudge during a running tick runs the next tick right after it", async () => {
   const gate = deferred();
   const t = countingTick((n) => n === 1 ? gate.promise : undefined);
-  const poller = new Poller({
-    name: "poll",
-    intervalMs: 60_000,
-    maxBackoffMs: 60_000,
-    tick: t.tick,
-    log: recordingLogger([]),
-  });
+  const poller = quietPoller(t.tick, 60_000, 60_000);
   poller.start();
   try {
     await within(t.reached(1), 2_000, "first tick");
@@ -269,13 +250,7 @@ Deno.test("Poller: stop() during a tick waits for the tick to finish, then no mo
     await gate.promise;
     finished = true;
   });
-  const poller = new Poller({
-    name: "poll",
-    intervalMs: 10,
-    maxBackoffMs: 10,
-    tick: t.tick,
-    log: recordingLogger([]),
-  });
+  const poller = quietPoller(t.tick, 10, 10);
   poller.start();
   await within(t.reached(1), 2_000, "first tick");
   let stopped = false;
@@ -291,13 +266,7 @@ Deno.test("Poller: stop() during a tick waits for the tick to finish, then no mo
 
 Deno.test("Poller: stop() before start() resolves", async () => {
   const t = countingTick();
-  const poller = new Poller({
-    name: "poll",
-    intervalMs: 10,
-    maxBackoffMs: 10,
-    tick: t.tick,
-    log: recordingLogger([]),
-  });
+  const poller = quietPoller(t.tick, 10, 10);
   await within(poller.stop(), 1_000, "stop");
   assert.equal(t.count, 0);
 });
@@ -309,13 +278,7 @@ Deno.test("Poller: stop() interrupts an error backoff wait", async () => {
       retryAfterMs: 60_000,
     });
   });
-  const poller = new Poller({
-    name: "poll",
-    intervalMs: 20,
-    maxBackoffMs: 100,
-    tick: t.tick,
-    log: recordingLogger([]),
-  });
+  const poller = quietPoller(t.tick, 20, 100);
   poller.start();
   await within(t.reached(1), 2_000, "first tick");
   await delay(20); // now waiting out the 60 s Retry-After
@@ -334,13 +297,7 @@ Deno.test("Poller: a nudge during a failing tick does not skip the backoff", asy
       });
     }
   });
-  const poller = new Poller({
-    name: "poll",
-    intervalMs: 20,
-    maxBackoffMs: 100,
-    tick: t.tick,
-    log: recordingLogger([]),
-  });
+  const poller = quietPoller(t.tick, 20, 100);
   poller.start();
   try {
     await within(t.reached(1), 2_000, "first tick");
