@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -35,42 +36,11 @@ function paths(issues: ConfigIssue[]): string[] {
   return issues.map((i) => i.path).sort();
 }
 
-// The stock DataHub Actions executor pipeline (SPEC §4.1, docker/datahub-actions/config/executor.yaml).
-const STOCK_EXECUTOR_YAML = `
-name: \${DATAHUB_ACTIONS_INGESTION_EXECUTOR_CONSUMER_GROUP_ID:-ingestion_executor}
-source:
-  type: "kafka"
-  config:
-    connection:
-      bootstrap: \${KAFKA_BOOTSTRAP_SERVER:-localhost:9092}
-      schema_registry_url: \${SCHEMA_REGISTRY_URL:-http://localhost:8081}
-    topic_routes:
-      mcl: \${METADATA_CHANGE_LOG_VERSIONED_TOPIC_NAME:-MetadataChangeLog_Versioned_v1}
-      pe: \${PLATFORM_EVENT_TOPIC_NAME:-PlatformEvent_v1}
-    enable_mcl_pre_deserialization_filter: true
-filters:
-  - type: event_type
-    config:
-      filter:
-        MetadataChangeLogEvent_v1:
-          event:
-            - entityType: "dataHubExecutionRequest"
-              changeType: "UPSERT"
-              aspectName:
-                - "dataHubExecutionRequestInput"
-                - "dataHubExecutionRequestSignal"
-              aspect:
-                value:
-                  executorId: "\${EXECUTOR_ID:-default}"
-action:
-  type: "executor"
-  config:
-    executor_id: "\${EXECUTOR_ID:-default}"
-datahub:
-  server: "\${DATAHUB_GMS_PROTOCOL:-http}://\${DATAHUB_GMS_HOST:-localhost}:\${DATAHUB_GMS_PORT:-8080}"
-  extra_headers:
-    Authorization: "Basic \${DATAHUB_SYSTEM_CLIENT_ID:-__datahub_system}:\${DATAHUB_SYSTEM_CLIENT_SECRET:-JohnSnowKnowsNothing}"
-`;
+// The stock DataHub Actions executor pipeline (SPEC §4.1), shared with the integration test.
+const STOCK_EXECUTOR_YAML = readFileSync(
+  new URL("../test/fixtures/executor.yaml", import.meta.url),
+  "utf8",
+);
 
 Deno.test("compileConfig: an empty file gives the documented defaults", () => {
   for (const raw of [{}, null, undefined]) {

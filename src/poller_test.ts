@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { within } from "../test/async.ts";
 import { AgentError, GmsError } from "./errors.ts";
 import type { Fields, Logger } from "./log.ts";
 import { Poller } from "./poller.ts";
@@ -32,21 +33,6 @@ function deferred<T = void>() {
 }
 
 const delay = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-/** Fails instead of hanging when `p` does not settle within `ms`. */
-async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      p,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`${what}: not within ${ms}ms`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /** A tick that counts calls and lets the test wait for the n-th one. */
 function countingTick(behaviour: (n: number) => Promise<void> | void = () => {}) {

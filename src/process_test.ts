@@ -1,6 +1,7 @@
 // RunProcess against real child processes (/bin/sh). Every test kills its process group in a
 // finally block, so no process outlives its test.
 import assert from "node:assert/strict";
+import { within } from "../test/async.ts";
 import { existsSync, readFileSync } from "node:fs";
 import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
@@ -56,21 +57,6 @@ async function start(script: string): Promise<Started> {
       });
     },
   };
-}
-
-/** Fails instead of hanging when `p` does not settle within `ms`. */
-async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      p,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`${what}: not within ${ms}ms`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 /** Kills whatever is left of the group (or at least the process) and waits for the pipes. */

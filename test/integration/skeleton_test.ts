@@ -206,45 +206,16 @@ Deno.test("command line: --version, --help, bad usage", async () => {
 
 Deno.test("the DataHub Actions executor pipeline file works as the configuration", async () => {
   await using s = await setup({ sim: { token: "unused" } });
-  const file = path.join(s.dir, "executor.yaml");
-  // The stock file (SPEC §4.1) with system client credentials, executor id from the environment.
-  await writeFile(
-    file,
-    `name: \${DATAHUB_ACTIONS_INGESTION_EXECUTOR_CONSUMER_GROUP_ID:-ingestion_executor}
-source:
-  type: "kafka"
-  config:
-    connection:
-      bootstrap: \${KAFKA_BOOTSTRAP_SERVER:-localhost:9092}
-      schema_registry_url: \${SCHEMA_REGISTRY_URL:-http://localhost:8081}
-    topic_routes:
-      mcl: \${METADATA_CHANGE_LOG_VERSIONED_TOPIC_NAME:-MetadataChangeLog_Versioned_v1}
-      pe: \${PLATFORM_EVENT_TOPIC_NAME:-PlatformEvent_v1}
-filters:
-  - type: event_type
-    config:
-      filter:
-        MetadataChangeLogEvent_v1:
-          event:
-            - entityType: "dataHubExecutionRequest"
-              changeType: "UPSERT"
-action:
-  type: "executor"
-  config:
-    executor_id: "\${EXECUTOR_ID:-default}"
-datahub:
-  server: "\${DATAHUB_GMS_URL}"
-  extra_headers:
-    Authorization: "Basic \${DATAHUB_SYSTEM_CLIENT_ID:-__datahub_system}:\${DATAHUB_SYSTEM_CLIENT_SECRET:-JohnSnowKnowsNothing}"
-`,
-  );
+  // The stock file (SPEC §4.1) as it is: GMS address, system client and executor id from the environment.
+  const file = new URL("../fixtures/executor.yaml", import.meta.url).pathname;
   const urn = s.sim.createRequest({ executorId: "remote-pool", args: { recipe: recipe() } });
   const other = s.sim.createRequest({ executorId: "default", args: { recipe: recipe() } });
   // The Actions file has no agent block: the datahub CLI comes from PATH, like the Python executor.
   const env = {
     ...Deno.env.toObject(),
     EXECUTOR_ID: "remote-pool",
-    DATAHUB_GMS_URL: s.sim.url,
+    DATAHUB_GMS_HOST: new URL(s.sim.url).hostname,
+    DATAHUB_GMS_PORT: new URL(s.sim.url).port,
     PATH: `${path.dirname(s.cli.path)}:${Deno.env.get("PATH")}`,
     HOME: s.dir,
   };
