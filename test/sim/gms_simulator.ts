@@ -54,6 +54,14 @@ export interface SimulatorOptions {
   searchLagMs?: number;
   /** Delay before an `async=true` OpenAPI write is applied (GMS queues it); default 5 ms. */
   asyncWriteDelayMs?: number;
+  /**
+   * Offset of GMS's clock from the host's, in ms (default 0; negative = GMS is behind). Applies to
+   * everything GMS stamps: `systemMetadata.lastObserved`, the `Date` response header, audit stamps
+   * (modification times used by If-(Un)Modified-Since, default `requestedAt` / signal `createdAt`)
+   * and the search index (so the lag is unchanged). Test-side records (`at` of logs and writes)
+   * stay on the host clock.
+   */
+  clockSkewMs?: number;
 }
 
 export interface RequestSpec {
@@ -78,7 +86,10 @@ export interface ResultValue {
 export interface ResultWrite {
   urn: string;
   value: ResultValue;
+  /** Classified as for `Fault.write` (a setResult() has no headers, so it is never a claim). */
+  kind: ResultWriteKind;
   version: number;
+  /** Host clock (not skewed by `clockSkewMs`). */
   at: number;
   /** MCP headers sent with the write (e.g. If-Version-Match). */
   headers: Record<string, string>;
@@ -104,6 +115,9 @@ export interface HttpLogEntry {
   path: string;
   /** 0 while in flight, or when the connection was reset by a fault / goDown. */
   status: number;
+  /** The status the simulator had answered when an `after` fault replaced the answer. */
+  handledStatus?: number;
+  /** Host clock (not skewed by `clockSkewMs`). */
   at: number;
   bytesIn: number;
   bytesOut: number;
@@ -112,17 +126,37 @@ export interface HttpLogEntry {
   auth?: "bearer" | "system";
 }
 
+/**
+ * Kind of a result write, from the `dataHubExecutionRequestResult` aspect of a write body: "claim"
+ * if its MCP header If-Version-Match is "-1", else "heartbeat" if `value.status` is RUNNING, else
+ * "terminal" (any other status, even a missing one).
+ */
+export type ResultWriteKind = "claim" | "heartbeat" | "terminal";
+
 export interface Fault {
   /** Matched against the path including the query string; default: all requests. */
   match?: string | RegExp;
+  /**
+   * Only synchronous OpenAPI writes (`POST …/entity/datahubexecutionrequest?async=false`, any case)
+   * holding a result write of this kind (any of a batch's entities); never any other request.
+   * With `match`, both must match.
+   */
+  write?: ResultWriteKind;
   /** Respond with this status (e.g. 503, 429, 500) instead of handling the request. */
   status?: number;
-  /** Sets Retry-After on the faulted response. */
+  /** Sets Retry-After on the faulted response (a `status` one or an `after` status). */
   retryAfterSeconds?: number;
   /** Delay before handling (or before the reset / status). */
   latencyMs?: number;
   /** Destroy the socket without answering. */
   reset?: boolean;
+  /**
+   * Handle the request normally first (a write is validated and committed, or rejected, exactly as
+   * without the fault), then lose the answer: "reset" destroys the socket, a number answers that
+   * status with a small JSON error body instead of the real answer (even if that was a 412 or
+   * 400). Cannot be combined with `status` or `reset`.
+   */
+  after?: "reset" | number;
   /** Apply to this many matching requests; default unlimited. */
   times?: number;
 }
@@ -192,6 +226,7 @@ export class GmsSimulator implements AsyncDisposable {
   private readonly callerGuard: boolean;
   private readonly searchLagMs: number;
   private readonly asyncWriteDelayMs: number;
+  private readonly clockSkewMs: number;
   private readonly fields: Set<string>;
   private readonly store: EntityStore;
 
@@ -218,6 +253,7 @@ export class GmsSimulator implements AsyncDisposable {
     this.callerGuard = opts.callerGuard ?? false;
     this.searchLagMs = opts.searchLagMs ?? 0;
     this.asyncWriteDelayMs = opts.asyncWriteDelayMs ?? 5;
+    this.clockSkewMs = opts.clockSkewMs ?? 0;
     this.fields = indexedFields(this.modern);
     this.store = new EntityStore(this.fields, () => this.searchLagMs);
   }
@@ -232,6 +268,11 @@ export class GmsSimulator implements AsyncDisposable {
     return `http://127.0.0.1:${this.port}`;
   }
 
+  /** GMS's clock: what it stamps on data and in the Date header (the host clock + clockSkewMs). */
+  now(): number {
+    return Date.now() + this.clockSkewMs;
+  }
+
   // ---------------------------------------------------------------- test-side API
 
   createRequest(spec: RequestSpec = {}): string {
@@ -240,12 +281,12 @@ export class GmsSimulator implements AsyncDisposable {
       task: spec.task ?? "RUN_INGEST",
       args: { ...(spec.args ?? {}) },
       source: { ...(spec.source ?? DEFAULT_SOURCE) },
-      requestedAt: spec.requestedAt ?? Date.now(),
+      requestedAt: spec.requestedAt ?? this.now(),
     };
     // executorId: null models a request GMS stored without one (SPEC 3.1 "omitted if unset").
     if (spec.executorId !== null) value.executorId = spec.executorId ?? "default";
     if (spec.actorUrn !== undefined) value.actorUrn = spec.actorUrn;
-    this.store.put(urn, INPUT, value, undefined, Date.now());
+    this.store.put(urn, INPUT, value, undefined, this.now());
     return urn;
   }
 
@@ -256,27 +297,33 @@ export class GmsSimulator implements AsyncDisposable {
   ): void {
     const value: Json = {
       signal,
-      createdAt: { time: opts.time ?? Date.now(), actor: opts.actor ?? TOKEN_ACTOR },
+      createdAt: { time: opts.time ?? this.now(), actor: opts.actor ?? TOKEN_ACTOR },
     };
     if (opts.executorId !== undefined) value.executorId = opts.executorId;
-    this.store.put(urn, SIGNAL, value, undefined, Date.now());
+    this.store.put(urn, SIGNAL, value, undefined, this.now());
   }
 
   /**
    * Writes a result behind the agent's back (a UI cancel, another executor, a manual fix). Skips
    * validation on purpose; an identical value is still a storage no-op and keeps the version.
    */
-  setResult(urn: string, value: ResultValue): number {
+  setResult(
+    urn: string,
+    value: ResultValue,
+    options: { properties?: Record<string, string> } = {},
+  ): number {
     const current = this.store.aspect(urn, RESULT);
     const clean = canonical(value) as Json;
-    if (current && deepEqual(current.value, clean)) return current.version;
-    const now = Date.now();
-    const stored = this.store.put(urn, RESULT, clean, undefined, now);
+    if (current && deepEqual(current.value, clean) && !options.properties) return current.version;
+    // `properties` plays another writer's systemMetadata (an agent instance, the Python executor).
+    const meta = options.properties ? { properties: { ...options.properties } } : undefined;
+    const stored = this.store.put(urn, RESULT, clean, meta, this.now());
     this.accepted.push({
       urn,
       value: structuredClone(clean) as unknown as ResultValue,
+      kind: resultWriteKind({ value: clean }),
       version: stored.version,
-      at: now,
+      at: Date.now(),
       headers: {},
       bytes: 0,
       via: "sim",
@@ -315,6 +362,7 @@ export class GmsSimulator implements AsyncDisposable {
   }
 
   addFault(f: Fault): () => void {
+    checkFault(f);
     const active: ActiveFault = { fault: f, remaining: f.times ?? Infinity };
     this.faults.push(active);
     return () => {
@@ -470,6 +518,8 @@ export class GmsSimulator implements AsyncDisposable {
     }
     if (res.destroyed) return;
     res.writeHead(status, {
+      // Set explicitly (node would add the host's) so a skewed GMS clock shows in it too.
+      date: new Date(this.now()).toUTCString(),
       "content-type": type,
       "content-length": String(bytes.length),
       ...headers,
@@ -498,45 +548,80 @@ export class GmsSimulator implements AsyncDisposable {
       if (name) entry.operationName = name;
     }
 
-    // Faults come first, as a proxy or an overloaded GMS would hit before any routing.
-    const faults = this.faults.filter((a) => a.remaining > 0 && faultMatches(a.fault, path));
-    for (const a of faults) a.remaining--;
-    this.faults = this.faults.filter((a) => a.remaining > 0);
-    const latency = faults.reduce((sum, a) => sum + (a.fault.latencyMs ?? 0), 0);
+    // Faults play a proxy in front of GMS or an overloaded GMS: they hit before any routing and
+    // auth. They are matched only now because `write` faults classify the body.
+    const faults = this.takeFaults(path, resultWriteKinds(method, url, text));
+    const latency = faults.reduce((sum, f) => sum + (f.latencyMs ?? 0), 0);
     if (latency > 0) await this.sleep(latency);
     if (this.closed || res.destroyed) return;
-    if (faults.some((a) => a.fault.reset)) {
+    const before = faults.filter((f) => f.after === undefined);
+    if (before.some((f) => f.reset)) {
       req.socket.destroy();
       return;
     }
-    const statusFault = faults.find((a) => a.fault.status !== undefined)?.fault;
+    const statusFault = before.find((f) => f.status !== undefined);
     if (statusFault?.status !== undefined) {
-      const headers: Record<string, string> = {};
-      if (statusFault.retryAfterSeconds !== undefined) {
-        headers["retry-after"] = String(statusFault.retryAfterSeconds);
-      }
-      const reason = http.STATUS_CODES[statusFault.status] ?? "Error";
-      this.send(res, entry, statusFault.status, { error: reason }, headers);
+      this.sendFault(res, entry, statusFault.status, statusFault);
       return;
     }
 
-    if (method === "GET" && url.pathname === "/health") {
-      this.send(res, entry, 200, "GOOD");
-      return;
-    }
-    const auth = this.authenticate(req.headers.authorization);
-    if (!auth) {
-      this.send(res, entry, 401, { error: "Unauthorized" });
-      return;
-    }
-    entry.auth = auth.kind;
-
-    try {
-      const [status, body] = await this.route(method, url, text, auth, req);
+    const [status, body] = await this.answer(method, url, text, req, entry);
+    // An `after` fault: GMS has done the work (maybe committed a write), but the answer is lost.
+    // Like the faults before handling, a reset wins over a status.
+    const after = faults.find((f) => f.after === "reset") ??
+      faults.find((f) => f.after !== undefined);
+    if (after?.after === undefined) {
       this.send(res, entry, status, body);
+      return;
+    }
+    entry.handledStatus = status;
+    if (after.after === "reset") {
+      entry.status = 0;
+      req.socket.destroy();
+      return;
+    }
+    this.sendFault(res, entry, after.after, after);
+  }
+
+  /** Faults matching a request; each one uses one of its `times`. */
+  private takeFaults(path: string, kinds: ReadonlySet<ResultWriteKind>): Fault[] {
+    const hit = this.faults.filter((a) => a.remaining > 0 && faultMatches(a.fault, path, kinds));
+    for (const a of hit) a.remaining--;
+    this.faults = this.faults.filter((a) => a.remaining > 0);
+    return hit.map((a) => a.fault);
+  }
+
+  private sendFault(
+    res: http.ServerResponse,
+    entry: HttpLogEntry,
+    status: number,
+    fault: Fault,
+  ): void {
+    const headers: Record<string, string> = {};
+    if (fault.retryAfterSeconds !== undefined) {
+      headers["retry-after"] = String(fault.retryAfterSeconds);
+    }
+    const reason = http.STATUS_CODES[status] ?? "Error";
+    this.send(res, entry, status, { error: reason }, headers);
+  }
+
+  /** The real answer to a request: health, auth, then routing (HttpErrors become answers). */
+  private async answer(
+    method: string,
+    url: URL,
+    text: string,
+    req: http.IncomingMessage,
+    entry: HttpLogEntry,
+  ): Promise<[number, unknown]> {
+    if (method === "GET" && url.pathname === "/health") return [200, "GOOD"];
+    const auth = this.authenticate(req.headers.authorization);
+    if (!auth) return [401, { error: "Unauthorized" }];
+    entry.auth = auth.kind;
+    try {
+      return await this.route(method, url, text, auth, req);
     } catch (e) {
-      if (e instanceof HttpError) this.send(res, entry, e.status, e.body);
-      else throw e;
+      if (e instanceof HttpError) return [e.status, e.body];
+      throw e;
     }
   }
 
@@ -655,7 +740,7 @@ export class GmsSimulator implements AsyncDisposable {
           value: d.value,
           version: (current?.version ?? 0) + 1,
           systemMetadata: {},
-          modifiedAt: Date.now(),
+          modifiedAt: this.now(),
         });
       }
     }
@@ -685,15 +770,22 @@ export class GmsSimulator implements AsyncDisposable {
   }
 
   private apply(op: WriteOp, value: Json): void {
-    const now = Date.now();
     const syncIndex = headerValue(op.headers, "X-DataHub-Sync-Index-Update") === "true";
-    const stored = this.store.put(op.urn, op.aspect, value, op.systemMetadata, now, syncIndex);
+    const stored = this.store.put(
+      op.urn,
+      op.aspect,
+      value,
+      op.systemMetadata,
+      this.now(),
+      syncIndex,
+    );
     if (op.aspect !== RESULT) return;
     this.accepted.push({
       urn: op.urn,
       value: structuredClone(value) as unknown as ResultValue,
+      kind: resultWriteKind({ value, headers: op.headers }),
       version: stored.version,
-      at: now,
+      at: Date.now(),
       headers: { ...op.headers },
       ...(op.systemMetadata ? { systemMetadata: structuredClone(op.systemMetadata) } : {}),
       bytes: op.bytes,
@@ -773,7 +865,7 @@ export class GmsSimulator implements AsyncDisposable {
     if (legacy.length > 0) {
       groups = groups.length ? groups.map((g) => [...g, ...legacy]) : [[...legacy]];
     }
-    let rows = this.store.searchView(Date.now())
+    let rows = this.store.searchView(this.now())
       .filter((r) => matchOrFilters(groups, r.doc, this.fields) && matchQuery(input.query, r.doc));
     const sort = input.sortInput?.sortCriteria?.[0] ?? input.sortInput?.sortCriterion;
     if (sort) rows = sortByField(rows, sort.field, sort.sortOrder);
@@ -791,7 +883,7 @@ export class GmsSimulator implements AsyncDisposable {
     const start = input.start ?? 0;
     const count = input.count ?? 20;
     const filters = [...(input.filters ?? [])];
-    let rows = this.store.searchView(Date.now()).filter((r) =>
+    let rows = this.store.searchView(this.now()).filter((r) =>
       matchOrFilters(filters.length ? [filters] : [], r.doc, this.fields) &&
       matchQuery(input.query, r.doc) &&
       // Since v1.2.0 the resolver adds `ingestionSource IN (<visible sources>)` (SPEC 2.4).
@@ -911,11 +1003,66 @@ function decodeSegment(s: string): string {
   }
 }
 
-function faultMatches(f: Fault, path: string): boolean {
+function faultMatches(f: Fault, path: string, kinds: ReadonlySet<ResultWriteKind>): boolean {
+  if (f.write !== undefined && !kinds.has(f.write)) return false;
   if (f.match === undefined) return true;
   if (typeof f.match === "string") return path.includes(f.match);
   f.match.lastIndex = 0;
   return f.match.test(path);
+}
+
+/** Fails fast on faults whose meaning would be ambiguous, rather than picking one silently. */
+function checkFault(f: Fault): void {
+  if (f.after !== undefined && (f.status !== undefined || f.reset)) {
+    throw new TypeError("Fault.after cannot be combined with status or reset");
+  }
+  const status = typeof f.after === "number" ? f.after : f.status;
+  if (status !== undefined && !(Number.isInteger(status) && status >= 100 && status <= 599)) {
+    throw new RangeError(`Fault status must be an HTTP status code, got ${status}`);
+  }
+}
+
+/**
+ * Kinds of the result writes in a synchronous OpenAPI upsert; empty for any other request (and for
+ * a body GMS could not parse), so a `write` fault never hits GraphQL, reads or async writes.
+ */
+function resultWriteKinds(method: string, url: URL, text: string): Set<ResultWriteKind> {
+  const kinds = new Set<ResultWriteKind>();
+  if (method !== "POST" || !isSyncEntityWrite(url)) return kinds;
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    return kinds;
+  }
+  if (!Array.isArray(body)) return kinds;
+  for (const item of body) {
+    const part = isObject(item) ? item[RESULT] : undefined;
+    if (isObject(part)) kinds.add(resultWriteKind(part));
+  }
+  return kinds;
+}
+
+/** `POST /openapi/v3/entity/<execution request entity, any case>?async=false`. */
+function isSyncEntityWrite(url: URL): boolean {
+  const prefix = "/openapi/v3/entity/";
+  if (!url.pathname.startsWith(prefix) || url.searchParams.get("async") !== "false") return false;
+  const segs = url.pathname.slice(prefix.length).split("/").filter((s) => s !== "");
+  if (segs.length !== 1) return false;
+  try {
+    return decodeURIComponent(segs[0]!).toLowerCase() === ENTITY_NAME.toLowerCase();
+  } catch {
+    return false;
+  }
+}
+
+/** Classifies one result aspect part (`{ value, headers }`) as a claim, heartbeat or terminal. */
+function resultWriteKind(part: Json): ResultWriteKind {
+  // Same header lookup as the conditional-write validator: case-insensitive name, value as text.
+  const headers = (isObject(part.headers) ? part.headers : {}) as Record<string, string>;
+  if (headerValue(headers, "If-Version-Match") === "-1") return "claim";
+  const status = isObject(part.value) ? part.value.status : undefined;
+  return status === "RUNNING" ? "heartbeat" : "terminal";
 }
 
 /** Full-text query: "*" (or empty) matches all; otherwise a case-insensitive substring of any field. */

@@ -526,6 +526,192 @@ Deno.test("faults: 503 for two requests then OK; 429 with Retry-After; latency; 
   assert.equal(sim.requests()[3]!.operationName, "getSecrets");
 });
 
+function postWrites(sim: GmsSimulator, entities: unknown[], query = "?async=false") {
+  return call(sim, "POST", `/openapi/v3/entity/datahubexecutionrequest${query}`, entities);
+}
+
+const CLAIM = { "If-Version-Match": "-1" };
+
+Deno.test("write fault after:reset: the claim is committed, the client sees a network error", async () => {
+  await using sim = await GmsSimulator.start();
+  const urn = sim.createRequest();
+  sim.addFault({ write: "claim", after: "reset", times: 1 });
+  const claim = { status: "RUNNING", startTimeMs: 1 };
+  await assert.rejects(writeResult(sim, urn, claim, CLAIM));
+  assert.deepEqual(sim.result(urn), { value: claim, version: 1 });
+  assert.deepEqual(sim.resultWrites(urn).map((w) => [w.kind, w.version]), [["claim", 1]]);
+
+  // `times` is used up: retrying the lost claim now gets the real answer, a 412 against itself.
+  const retry = await writeResult(sim, urn, claim, CLAIM);
+  assert.equal(retry.status, 412);
+  assert.deepEqual(sim.requests().map((e) => [e.status, e.handledStatus]), [
+    [0, 200],
+    [412, undefined],
+  ]);
+});
+
+Deno.test("write fault after:500: the heartbeat is committed, the answer is a 500, even for a 412", async () => {
+  await using sim = await GmsSimulator.start();
+  const urn = sim.createRequest();
+  const stop = sim.addFault({ write: "heartbeat", after: 500, retryAfterSeconds: 1 });
+  const claim = { status: "RUNNING", startTimeMs: 1 };
+  assert.equal((await writeResult(sim, urn, claim, CLAIM)).status, 200, "claims are not hit");
+
+  const beat = await writeResult(sim, urn, { ...claim, report: "step 1" }, {
+    "If-Version-Match": "1",
+  });
+  assert.equal(beat.status, 500);
+  assert.deepEqual(beat.body, { error: "Internal Server Error" });
+  assert.equal(beat.headers.get("retry-after"), "1");
+  assert.deepEqual(sim.result(urn), { value: { ...claim, report: "step 1" }, version: 2 });
+  assert.deepEqual(sim.resultWrites(urn).map((w) => w.kind), ["claim", "heartbeat"]);
+
+  // A proxy replaces whatever GMS answered: the stale heartbeat's 412 is not seen either.
+  const stale = await writeResult(sim, urn, { ...claim, report: "step 2" }, {
+    "If-Version-Match": "1",
+  });
+  assert.equal(stale.status, 500);
+  assert.equal(sim.result(urn)?.version, 2);
+  assert.equal(sim.rejectedWrites(urn)[0]?.status, 412);
+  stop();
+  const log = sim.requests();
+  assert.deepEqual(log.map((e) => [e.status, e.handledStatus]), [
+    [200, undefined],
+    [500, 200],
+    [500, 412],
+  ]);
+});
+
+Deno.test("write fault status:413 refuses terminal writes only, applies nothing, honours times", async () => {
+  await using sim = await GmsSimulator.start();
+  const urn = sim.createRequest();
+  sim.setResult(urn, { status: "RUNNING" });
+  sim.addFault({ write: "terminal", status: 413, times: 1 });
+  assert.equal((await writeResult(sim, urn, { status: "RUNNING", report: "x" })).status, 200);
+
+  const big = { status: "SUCCESS", report: "x".repeat(10_000) };
+  const refused = await writeResult(sim, urn, big);
+  assert.equal(refused.status, 413);
+  assert.deepEqual(refused.body, { error: "Payload Too Large" });
+  assert.equal(sim.result(urn)?.value.status, "RUNNING");
+  assert.equal(sim.resultWrites(urn).length, 2);
+
+  assert.equal((await writeResult(sim, urn, big)).status, 200);
+  assert.equal(sim.result(urn)?.value.status, "SUCCESS");
+  assert.deepEqual(sim.resultWrites(urn).map((w) => w.kind), [
+    "heartbeat",
+    "heartbeat",
+    "terminal",
+  ]);
+});
+
+Deno.test("write faults never hit GraphQL, reads, batchGet, async writes or other aspects", async () => {
+  await using sim = await GmsSimulator.start();
+  const urn = sim.createRequest();
+  sim.addFault({ write: "claim", after: "reset" });
+  sim.addFault({ write: "heartbeat", status: 503 });
+  sim.addFault({ write: "terminal", after: 502 });
+
+  assert.equal((await pending(sim)).total, 1);
+  assert.equal((await call(sim, "GET", entityPath(urn))).status, 200);
+  const batchGet = await call(
+    sim,
+    "POST",
+    "/openapi/v3/entity/dataHubExecutionRequest/batchGet?async=false",
+    [{ urn, [RESULT]: {} }],
+  );
+  assert.equal(batchGet.status, 200);
+  const signal = { signal: "KILL", createdAt: { time: 1, actor: "urn:li:corpuser:x" } };
+  assert.equal((await postWrites(sim, [{ urn, [SIGNAL]: { value: signal } }])).status, 200);
+  const queued = await postWrites(
+    sim,
+    [{ urn, [RESULT]: { value: { status: "RUNNING" }, headers: CLAIM } }],
+    "?async=true",
+  );
+  assert.equal(queued.status, 202);
+  await sim.waitFor(() => sim.result(urn), 2_000, "async claim");
+  assert.ok(sim.requests().every((e) => e.status >= 200 && e.status < 300));
+  assert.ok(sim.requests().every((e) => e.handledStatus === undefined));
+});
+
+Deno.test("write faults: a batch matches if any entity does; match and write must both match", async () => {
+  await using sim = await GmsSimulator.start();
+  const a = sim.createRequest();
+  const b = sim.createRequest();
+  sim.setResult(a, { status: "RUNNING" });
+  sim.addFault({ match: "systemMetadata=true", write: "terminal", status: 502 });
+  sim.addFault({ write: "claim", status: 503, times: 1 });
+
+  const mixed = await postWrites(sim, [
+    { urn: a, [RESULT]: { value: { status: "RUNNING", report: "r" } } },
+    // Header names are case-insensitive, as for the conditional-write validator.
+    { urn: b, [RESULT]: { value: { status: "RUNNING" }, headers: { "if-version-match": "-1" } } },
+  ]);
+  assert.equal(mixed.status, 503);
+  assert.equal(sim.result(b), undefined);
+  assert.equal(sim.result(a)?.version, 1);
+
+  const terminal = [{ urn: a, [RESULT]: { value: { status: "FAILURE" } } }];
+  assert.equal((await postWrites(sim, terminal, "?async=false&systemMetadata=true")).status, 502);
+  assert.equal(sim.result(a)?.value.status, "RUNNING");
+  assert.equal((await postWrites(sim, terminal)).status, 200, "`match` does not hold");
+  assert.equal(sim.result(a)?.value.status, "FAILURE");
+});
+
+Deno.test("addFault rejects after combined with status or reset, and non-HTTP statuses", async () => {
+  await using sim = await GmsSimulator.start();
+  assert.throws(() => sim.addFault({ write: "claim", after: "reset", status: 500 }), TypeError);
+  assert.throws(() => sim.addFault({ after: 500, reset: true }), TypeError);
+  assert.throws(() => sim.addFault({ write: "terminal", after: 42 }), RangeError);
+});
+
+Deno.test("Date header on every answer; clockSkewMs shifts it, lastObserved and audit stamps", async () => {
+  const near = (actual: number, expected: number, slackMs: number, what: string) =>
+    assert.ok(Math.abs(actual - expected) <= slackMs, `${what}: ${actual} vs ${expected}`);
+  const dateOf = (r: Reply) => Date.parse(r.headers.get("date") ?? "");
+
+  await withSim({}, async (sim) => {
+    near(dateOf(await call(sim, "GET", "/health")), Date.now(), 2_000, "Date without skew");
+  });
+
+  const skew = -2 * 3600_000;
+  await using sim = await GmsSimulator.start({ clockSkewMs: skew });
+  near(sim.now(), Date.now() + skew, 50, "sim.now()");
+  // The Date header has a resolution of one second.
+  for (
+    const r of [
+      await call(sim, "GET", "/health"),
+      await call(sim, "GET", "/config", undefined, { authorization: "" }),
+      await call(sim, "GET", "/nope"),
+    ]
+  ) {
+    near(dateOf(r), Date.now() + skew, 2_000, `Date of a ${r.status}`);
+  }
+  sim.addFault({ match: "/config", status: 503, times: 1 });
+  near(dateOf(await call(sim, "GET", "/config")), Date.now() + skew, 2_000, "Date of a fault");
+
+  const urn = sim.createRequest();
+  sim.sendSignal(urn);
+  const stored = (await call(sim, "GET", entityPath(urn))).body;
+  near(stored[INPUT].value.requestedAt, Date.now() + skew, 1_000, "requestedAt");
+  near(stored[INPUT].systemMetadata.lastObserved, Date.now() + skew, 1_000, "input lastObserved");
+  near(stored[SIGNAL].value.createdAt.time, Date.now() + skew, 1_000, "signal createdAt");
+  // The search index is stamped with the same clock, so nothing is hidden by the skew.
+  assert.equal((await pending(sim)).total, 1);
+
+  const claim = await writeResult(sim, urn, { status: "RUNNING" }, CLAIM);
+  near(claim.body[0][RESULT].systemMetadata.lastObserved, Date.now() + skew, 1_000, "claim");
+  assert.equal(sim.resultWrites(urn)[0]!.systemMetadata, undefined);
+  near(sim.resultWrites(urn)[0]!.at, Date.now(), 1_000, "ResultWrite.at is the host clock");
+
+  // A client-sent lastObserved is kept, as GMS does.
+  const own = await postWrites(sim, [{
+    urn,
+    [RESULT]: { value: { status: "RUNNING", report: "r" }, systemMetadata: { lastObserved: 7 } },
+  }], "?async=false&systemMetadata=true");
+  assert.equal(own.body[0][RESULT].systemMetadata.lastObserved, 7);
+});
+
 Deno.test("goDown refuses connections; comeBack listens on the same port", async () => {
   await using sim = await GmsSimulator.start();
   const url = sim.url;
