@@ -1,19 +1,46 @@
 /**
  * The agent's durable state in `state_dir`, so that a crash or a restart loses nothing:
  *
- *   agent.lock          the pid of the agent using this directory (two agents must not share it)
- *   runs/<id>.json      one file per claimed run: request, owner instance, process group, run dir,
- *                       and the exit status once captured. Written before acting on it.
- *   outbox/<id>.json    one file per terminal result not yet delivered to GMS.
+ *   agent.lock            "<pid> <starttime>" of the agent using this directory (two agents must
+ *                         not share it). See "The lock" below.
+ *   agent.lock.takeover   present only while an agent replaces a stale lock (a few ms), or
+ *                         left by an agent that died doing so (then replaced like a stale lock).
+ *   runs/<id>.json        one file per claimed run: request, owner instance, process group, run
+ *                         dir, and the exit status once captured. Written before acting on it.
+ *   outbox/<id>.json      one file per terminal result not yet delivered to GMS.
+ *   *.json.corrupt        a state file that could not be read back, set aside for the operator.
  *
- * Files are written atomically (temp file + rename), 0600, in 0700 directories.
+ * Durability: a write goes to a temp file unique to that write, which is fsynced, renamed over
+ * the target, and then the directory is fsynced; removals fsync the directory too. Writes and
+ * removals of one file apply in call order. Files are 0600, in 0700 directories.
+ *
+ * The lock. A lock is live while its process exists with the recorded start time (a pid alone
+ * could be reused). It is only ever created with link() from a complete temp file (atomic, fails
+ * on EEXIST: no reader sees a half-written lock), removed by its own live holder (close), or
+ * replaced by rename() once stale, and only by the agent holding `agent.lock.takeover`, after
+ * re-reading it *while holding that guard* and finding it unchanged. The guard is taken the same
+ * way, recursively: a guard left by an agent that died mid-takeover is itself replaced under
+ * `agent.lock.takeover.takeover`, and so on. Two agents starting together on a stale lock thus
+ * serialise on the guard; the loser re-reads the lock, finds the winner live, and gets
+ * STATE_LOCKED. Between StateDir instances of one process (same pid, so the file cannot tell
+ * them apart) an in-process registry decides.
+ * Remaining window: none between agents of this version that see each other's pids, on a local
+ * filesystem with POSIX link/rename (hard links are required: without them open() fails, it
+ * does not fall back to a racy create). Outside that: agents in different pid namespaces
+ * sharing the directory judge each other dead; an older agent (unlink-then-create takeover) can
+ * still race; and a stale lock whose pid and start time match, by chance, a process alive after
+ * a reboot is judged live (a refusal to start, never two agents).
  */
-import { closeSync, openSync, readFileSync, unlinkSync, writeSync } from "node:fs";
-import { mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { readFileSync, unlinkSync } from "node:fs";
+import { link, mkdir, open, readdir, readFile, realpath, rename, rm } from "node:fs/promises";
 import path from "node:path";
 import process from "node:process";
+import { setTimeout as delay } from "node:timers/promises";
 import { AgentError } from "./errors.ts";
+import { alive, processStartTime } from "./procs.ts";
 import type { ResultValue } from "./request.ts";
+
+export { alive } from "./procs.ts";
 
 export interface RunRecord {
   urn: string;
@@ -25,6 +52,17 @@ export interface RunRecord {
   startTimeMs: number;
   /** Process group of the CLI, once started. */
   pgid?: number;
+  /**
+   * Start time of the group leader (from processStartTime), recorded with `pgid`: a pgid is only
+   * signalled while its leader still has this start time.
+   */
+  pgidStart?: string;
+  /** The claim's fencing token. */
+  token?: string;
+  /** Why the run was stopped, recorded when a cancel begins. */
+  cancel?: "user" | "timeout" | "shutdown" | "fenced" | "lease";
+  /** The last result version we know we wrote. */
+  version?: string;
   /** Captured once the CLI exited. */
   exit?: { code: number | null; signal: string | null };
 }
@@ -37,17 +75,42 @@ export interface OutboxRecord {
   value: ResultValue;
   /** The result version we last wrote, when known (in-process); else it is re-read. */
   version?: string;
+  /** The claim's fencing token: a stored result with it is ours. */
+  token?: string;
+  /** Fixed for all attempts, so a delivery whose answer was lost is recognised as landed. */
+  writeId?: string;
   /** When the result was produced: retries stop result_retry_for after this. */
   createdAt: number;
 }
 
+/** Told about state that could not be used (a corrupt file set aside, an unreadable one). */
+export type ProblemSink = (message: string, details: Record<string, unknown>) => void;
+
+export interface StateDirOptions {
+  onProblem?: ProblemSink;
+}
+
+/** How long open() waits for another agent's takeover of a stale lock to finish. */
+const TAKEOVER_WAIT_MS = 5000;
+/** Nested takeover guards; each level needs an agent that died inside a takeover (ms). */
+const MAX_GUARD_DEPTH = 4;
+
+/** Lock files held, or being claimed, by a StateDir of this process (the file cannot tell). */
+const claimedHere = new Set<string>();
+/** Makes temp names unique per write within this process (the pid makes them unique across). */
+let tempSeq = 0;
+
 export class StateDir {
   readonly dir: string;
-  readonly #lock: string;
+  readonly #onProblem: ProblemSink;
+  /** The lock path this instance holds (resolved), once open. */
+  #held: string | undefined;
+  /** The last pending operation per file, so a file's writes and removals apply in call order. */
+  readonly #pending = new Map<string, Promise<void>>();
 
-  constructor(dir: string) {
+  constructor(dir: string, options: StateDirOptions = {}) {
     this.dir = dir;
-    this.#lock = path.join(dir, "agent.lock");
+    this.#onProblem = options.onProblem ?? (() => {});
   }
 
   /** Creates the layout and takes the lock; throws STATE_LOCKED if a live agent holds it. */
@@ -55,44 +118,66 @@ export class StateDir {
     for (const sub of ["", "runs", "outbox"]) {
       await mkdir(path.join(this.dir, sub), { recursive: true, mode: 0o700 });
     }
-    for (let attempt = 0; attempt < 2; attempt++) {
-      try {
-        const fd = openSync(this.#lock, "wx", 0o600);
-        writeSync(fd, `${process.pid} ${processStartTime(process.pid) ?? ""}`);
-        closeSync(fd);
-        return;
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
-        const [pid, started] = readFileSync(this.#lock, "utf8").trim().split(" ");
-        const holder = Number(pid);
-        // The pid alone could be reused by an unrelated process after a crash: compare start times.
-        const same = !started || processStartTime(holder) === started;
-        if (holder && holder !== process.pid && alive(holder) && same) {
-          throw new AgentError(
-            "STATE_LOCKED",
-            `state_dir ${this.dir} is used by another ingest-agent (pid ${holder}); give each agent its own agent.state_dir`,
-          );
-        }
-        unlinkSync(this.#lock); // stale: its agent is gone
-      }
+    if (this.#held) return;
+    const lock = path.join(await realpath(this.dir), "agent.lock");
+    if (claimedHere.has(lock)) throw this.#locked(String(process.pid), "in this process");
+    claimedHere.add(lock);
+    try {
+      await this.#acquire(lock);
+    } catch (err) {
+      claimedHere.delete(lock);
+      throw err;
     }
+    this.#held = lock;
+    try {
+      await syncDir(this.dir);
+      await removeLeftovers(this.dir);
+    } catch (err) {
+      this.close();
+      throw err;
+    }
+  }
+
+  async #acquire(lock: string): Promise<void> {
+    const deadline = Date.now() + TAKEOVER_WAIT_MS;
+    for (;;) {
+      const claim = await claimLock(lock, 0);
+      if (claim.held) return;
+      // A live agent is replacing a stale lock right now: it wins; see who holds it then.
+      if (!claim.busy || Date.now() > deadline) {
+        throw this.#locked(claim.holder, claim.busy ? "taking over a stale lock" : undefined);
+      }
+      await delay(20);
+    }
+  }
+
+  #locked(holder: string, note?: string): AgentError {
+    const pid = holder.trim().split(" ")[0] || "unknown";
+    return new AgentError(
+      "STATE_LOCKED",
+      `state_dir ${this.dir} is used by another ingest-agent (pid ${pid}${
+        note ? `, ${note}` : ""
+      }); give each agent its own agent.state_dir`,
+    );
   }
 
   /** Releases the lock (synchronous, so it also works while exiting). */
   close(): void {
+    const lock = this.#held;
+    if (!lock) return;
+    this.#held = undefined;
     try {
-      if (readFileSync(this.#lock, "utf8").split(" ")[0] === String(process.pid)) {
-        unlinkSync(this.#lock);
-      }
+      if (readFileSync(lock, "utf8") === ownIdentity()) unlinkSync(lock);
     } catch { /* already gone */ }
+    claimedHere.delete(lock);
   }
 
   saveRun(rec: RunRecord): Promise<void> {
-    return this.#write(path.join(this.dir, "runs", `${safe(rec.id)}.json`), rec);
+    return this.#write(this.#file("runs", rec.id), rec);
   }
 
   removeRun(id: string): Promise<void> {
-    return rm(path.join(this.dir, "runs", `${safe(id)}.json`), { force: true });
+    return this.#remove(this.#file("runs", id));
   }
 
   listRuns(): Promise<RunRecord[]> {
@@ -100,58 +185,295 @@ export class StateDir {
   }
 
   saveResult(rec: OutboxRecord): Promise<void> {
-    return this.#write(path.join(this.dir, "outbox", `${safe(rec.id)}.json`), rec);
+    return this.#write(this.#file("outbox", rec.id), rec);
   }
 
   removeResult(id: string): Promise<void> {
-    return rm(path.join(this.dir, "outbox", `${safe(id)}.json`), { force: true });
+    return this.#remove(this.#file("outbox", id));
   }
 
   listResults(): Promise<OutboxRecord[]> {
     return this.#list<OutboxRecord>("outbox");
   }
 
-  async #write(file: string, value: unknown): Promise<void> {
-    const tmp = `${file}.${process.pid}.tmp`;
-    await writeFile(tmp, JSON.stringify(value), { mode: 0o600 });
-    await rename(tmp, file);
+  #file(sub: string, id: string): string {
+    return path.join(this.dir, sub, `${safe(id)}.json`);
+  }
+
+  #write(file: string, value: unknown): Promise<void> {
+    const text = JSON.stringify(value);
+    return this.#serial(file, () => writeDurably(file, text));
+  }
+
+  #remove(file: string): Promise<void> {
+    return this.#serial(file, async () => {
+      await rm(file, { force: true });
+      await syncDir(path.dirname(file));
+    });
+  }
+
+  /** Runs `op` after the file's previous operation settled (whatever its outcome). */
+  #serial(file: string, op: () => Promise<void>): Promise<void> {
+    const run = (this.#pending.get(file) ?? Promise.resolve()).catch(() => {}).then(op);
+    const settled = run.catch(() => {});
+    this.#pending.set(file, settled);
+    void settled.then(() => {
+      if (this.#pending.get(file) === settled) this.#pending.delete(file);
+    });
+    return run;
   }
 
   async #list<T>(sub: string): Promise<T[]> {
     const dir = path.join(this.dir, sub);
     const out: T[] = [];
-    for (const name of (await readdir(dir).catch(() => [] as string[])).sort()) {
-      if (!name.endsWith(".json")) continue;
-      try {
-        out.push(JSON.parse(await readFile(path.join(dir, name), "utf8")) as T);
-      } catch {
-        // A torn file cannot come from the rename-based writes; ignore anything unreadable.
-      }
+    let names: string[];
+    try {
+      names = await readdir(dir);
+    } catch (err) {
+      if (errno(err) !== "ENOENT") this.#problem(`cannot list ${dir}`, { dir, error: text(err) });
+      return out;
+    }
+    for (const name of names.filter((n) => n.endsWith(".json")).sort()) {
+      const rec = await this.#read(path.join(dir, name));
+      if (rec !== undefined) out.push(rec as T);
     }
     return out;
   }
+
+  /** One state file, or undefined when it is gone, unreadable or corrupt (then reported). */
+  async #read(file: string): Promise<unknown> {
+    let content: string;
+    try {
+      content = await readFile(file, "utf8");
+    } catch (err) {
+      if (errno(err) === "ENOENT") return undefined; // removed since the listing
+      this.#problem(`cannot read state file ${file}; skipped`, { file, error: text(err) });
+      return undefined;
+    }
+    const parsed = parseRecord(content);
+    if (parsed.ok) return parsed.value;
+    const movedTo = await quarantine(file);
+    this.#problem(
+      movedTo
+        ? `corrupt state file ${file} (${parsed.error}); moved to ${movedTo}`
+        : `corrupt state file ${file} (${parsed.error}); could not move it aside, skipped`,
+      { file, movedTo, error: parsed.error },
+    );
+    return undefined;
+  }
+
+  #problem(message: string, details: Record<string, unknown>): void {
+    try {
+      this.#onProblem(message, details);
+    } catch { /* a reporting failure must not lose the other records */ }
+  }
 }
+
+// ---- Records on disk ----
 
 function safe(id: string): string {
   return id.replace(/[^\w.-]/g, "_");
 }
 
-/** The kernel's start time of a process (Linux /proc), to tell a reused pid from the original. */
-function processStartTime(pid: number): string | undefined {
+type Parsed = { ok: true; value: unknown } | { ok: false; error: string };
+
+/** Parses a state file and checks the shape every record has (urn and id strings). */
+function parseRecord(content: string): Parsed {
+  let value: unknown;
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
-  } catch {
-    return undefined;
+    value = JSON.parse(content);
+  } catch (err) {
+    return { ok: false, error: `not JSON: ${text(err)}` };
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    return { ok: false, error: "not a JSON object" };
+  }
+  const rec = value as Record<string, unknown>;
+  if (typeof rec.urn !== "string" || typeof rec.id !== "string") {
+    return { ok: false, error: "missing urn or id" };
+  }
+  return { ok: true, value };
+}
+
+/** Renames a corrupt file to `<name>.corrupt` (never over an earlier one); its new path. */
+async function quarantine(file: string): Promise<string | undefined> {
+  for (const target of [`${file}.corrupt`, `${file}.${Date.now()}.corrupt`]) {
+    try {
+      // link + unlink rather than rename: an earlier .corrupt copy is kept, not replaced.
+      await link(file, target);
+      await rm(file, { force: true });
+      await syncDir(path.dirname(file));
+      return target;
+    } catch (err) {
+      if (errno(err) !== "EEXIST") return undefined;
+    }
+  }
+  return undefined;
+}
+
+/** Writes `content` to `file` so that a crash leaves either the old or the new file, whole. */
+async function writeDurably(file: string, content: string): Promise<void> {
+  const tmp = await writeTemp(file, content);
+  try {
+    await rename(tmp, file);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
+  await syncDir(path.dirname(file));
+}
+
+/** A new, fsynced, 0600 temp file next to `file`, named uniquely for this write. */
+async function writeTemp(file: string, content: string): Promise<string> {
+  const tmp = `${file}.${process.pid}.${++tempSeq}.tmp`;
+  const handle = await open(tmp, "wx", 0o600);
+  try {
+    await handle.writeFile(content, "utf8");
+    await handle.sync();
+  } catch (err) {
+    await handle.close();
+    await rm(tmp, { force: true });
+    throw err;
+  }
+  await handle.close();
+  return tmp;
+}
+
+/** Makes a directory's entries durable (a rename or unlink in it); a no-op where unsupported. */
+async function syncDir(dir: string): Promise<void> {
+  let handle;
+  try {
+    handle = await open(dir, "r");
+    await handle.sync();
+  } catch (err) {
+    const code = errno(err);
+    if (code !== "EINVAL" && code !== "EISDIR" && code !== "ENOTSUP") throw err;
+  } finally {
+    await handle?.close();
   }
 }
 
-/** Whether a process (pid > 0) or a process group (pid < 0) exists. */
-export function alive(pid: number): boolean {
+/**
+ * Removes temp files a crashed agent left (called with the lock held, so no other agent writes
+ * here): every one in runs/ and outbox/, and lock temp files whose process is gone.
+ */
+async function removeLeftovers(dir: string): Promise<void> {
+  for (const sub of ["runs", "outbox"]) {
+    const names = await readdir(path.join(dir, sub)).catch(() => [] as string[]);
+    for (const name of names.filter((n) => n.endsWith(".tmp"))) {
+      await rm(path.join(dir, sub, name), { force: true });
+    }
+  }
+  for (const name of await readdir(dir)) {
+    const pid = /^agent\.lock(?:\.takeover)*\.(\d+)\.\d+\.tmp$/.exec(name)?.[1];
+    if (pid && !alive(Number(pid))) await rm(path.join(dir, name), { force: true });
+  }
+}
+
+// ---- The lock ----
+
+type Claim = { held: true } | { held: false; holder: string; busy: boolean };
+
+/** This process's lock content: "<pid> <starttime>". */
+function ownIdentity(): string {
+  return `${process.pid} ${processStartTime(process.pid) ?? ""}`;
+}
+
+/**
+ * Whether the process named by a lock's content still runs. Our own pid is never live here:
+ * StateDirs of this process are told apart by `claimedHere`, before the file is looked at.
+ */
+function holderLive(content: string): boolean {
+  const [pid, started] = content.trim().split(" ");
+  const holder = Number(pid);
+  if (!Number.isInteger(holder) || holder <= 0 || holder === process.pid) return false;
+  // Without a recorded start time (an older agent's lock) the pid alone has to do.
+  return alive(holder) && (!started || processStartTime(holder) === started);
+}
+
+/**
+ * Takes `file` (a lock or a takeover guard) for this process: creates it if absent; if its
+ * holder is dead, replaces it while holding `<file>.takeover` (taken the same way), after
+ * checking it did not change meanwhile. Not held: live holder, or (busy) a live agent is
+ * replacing it right now.
+ */
+async function claimLock(file: string, depth: number): Promise<Claim> {
+  if (depth > MAX_GUARD_DEPTH) {
+    throw new AgentError(
+      "STATE_LOCKED",
+      `${file}: agents died while taking over the lock, ${depth} times over; ` +
+        `remove ${path.basename(file)} and its .takeover files by hand`,
+    );
+  }
+  const me = ownIdentity();
+  // Each round means another agent changed the file meanwhile; bounded against pathologies.
+  for (let round = 0; round < 100; round++) {
+    if (await createLock(file, me)) return { held: true };
+    const seen = await readLock(file);
+    if (seen === undefined) continue; // released meanwhile: try to create it again
+    if (holderLive(seen)) return { held: false, holder: seen, busy: false };
+    const guard = `${file}.takeover`;
+    const claim = await claimLock(guard, depth + 1);
+    if (!claim.held) return { held: false, holder: claim.holder, busy: true };
+    try {
+      // Holding the guard, nobody else may replace `file`; it is ours if still the stale one.
+      if (await readLock(file) === seen) {
+        await replaceLock(file, me);
+        return { held: true };
+      }
+    } finally {
+      await releaseLock(guard, me);
+    }
+  }
+  throw new AgentError("STATE_LOCKED", `${file} keeps changing; is another agent looping?`);
+}
+
+/** Creates `file` with `content` atomically; false if it exists. */
+async function createLock(file: string, content: string): Promise<boolean> {
+  const tmp = await writeTemp(file, content);
   try {
-    process.kill(pid, 0);
+    await link(tmp, file);
     return true;
   } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
+    if (errno(err) === "EEXIST") return false;
+    throw err;
+  } finally {
+    await rm(tmp, { force: true });
   }
+}
+
+/** Replaces `file` with `content` atomically (the name never disappears). */
+async function replaceLock(file: string, content: string): Promise<void> {
+  const tmp = await writeTemp(file, content);
+  try {
+    await rename(tmp, file);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
+}
+
+/** A lock's content, or undefined when it does not exist. */
+async function readLock(file: string): Promise<string | undefined> {
+  try {
+    return await readFile(file, "utf8");
+  } catch (err) {
+    if (errno(err) === "ENOENT") return undefined;
+    throw err;
+  }
+}
+
+/** Removes `file` if it is still ours (nobody replaces a live holder's file). */
+async function releaseLock(file: string, me: string): Promise<void> {
+  if (await readLock(file) === me) await rm(file, { force: true });
+}
+
+// ---- Helpers ----
+
+function errno(err: unknown): string | undefined {
+  return (err as NodeJS.ErrnoException | undefined)?.code;
+}
+
+function text(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
 }
