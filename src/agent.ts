@@ -11,15 +11,15 @@
  */
 import { EventEmitter } from "node:events";
 import PQueue from "p-queue";
-import { claimRequest } from "./claim.ts";
-import { GmsError } from "./errors.ts";
-import type { GmsApi, RunningSummary } from "./gms/client.ts";
-import { leaseProperties, ownerLine } from "./identity.ts";
+import { type ClaimOutcome, claimRequest, settleClaim } from "./claim.ts";
+import { GmsError, isRetryable } from "./errors.ts";
+import type { Discovery, GmsApi, PageInfo, RunningSummary } from "./gms/client.ts";
+import { APP_SOURCE, ownerLine } from "./identity.ts";
 import { type ClaimedRequest, Job, type JobDeps, runDirName } from "./job.ts";
 import { Poller } from "./poller.ts";
 import { sleep } from "./process.ts";
-import { isFencingError } from "./reporter.ts";
-import type { Candidate } from "./request.ts";
+import type { Candidate, RequestState } from "./request.ts";
+import { writeOwned } from "./result_write.ts";
 import { pruneRunLogs } from "./retention.ts";
 
 export type AgentState = "created" | "running" | "draining" | "stopped";
@@ -41,6 +41,27 @@ export interface AgentDeps extends JobDeps {
 /** Tasks that may use the reserved slot: they take seconds and a user is watching. */
 const FAST_TASKS = new Set(["TEST_CONNECTION"]);
 
+/** A claim whose answer was lost: settled by reading before anything else is decided. */
+interface UncertainClaim {
+  token: string;
+  startTimeMs: number;
+  useReservedSlot: boolean;
+}
+
+/** What the reaper remembers of a RUNNING request it saw in discovery. */
+interface Watched {
+  /** start + duration as search shows them: a live owner's heartbeats change it. */
+  signature: string;
+  /** Monotonic time the signature last changed (or was first seen). */
+  changedAt: number;
+  /** Monotonic time it was last seen in discovery. */
+  seenAt: number;
+  /** Monotonic time of the last re-read; undefined: never read. */
+  readAt?: number;
+  /** Written by someone who is not ingest-agent (the Python executor): never ours to reap. */
+  foreign?: boolean;
+}
+
 export class Agent extends EventEmitter<AgentEvents> {
   readonly #d: AgentDeps;
   readonly #queue: PQueue;
@@ -51,6 +72,10 @@ export class Agent extends EventEmitter<AgentEvents> {
   #state: AgentState = "created";
   #drained: Promise<void> | undefined;
   #prunedAt = -Infinity;
+  readonly #uncertain = new Map<string, UncertainClaim>();
+  readonly #watched = new Map<string, Watched>();
+  #pendingStart = 0;
+  #runningStart = 0;
 
   constructor(deps: AgentDeps) {
     super();
@@ -88,6 +113,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   }
 
   start(): void {
+    // A signal during recovery at start may already have stopped it: nothing to start then.
+    if (this.#state === "stopped" || this.#state === "draining") return;
     if (this.#state !== "created") throw new Error(`cannot start an agent that is ${this.#state}`);
     this.#setState("running");
     void this.#prune();
@@ -163,57 +190,121 @@ export class Agent extends EventEmitter<AgentEvents> {
     for (const job of this.#jobs.values()) job.kill();
   }
 
-  /** One discovery query, then claims while slots are free (oldest first). */
+  /** One discovery query, then claims while slots are free (oldest first), then the reaper. */
   async #poll(): Promise<void> {
     if (this.#state !== "running") return;
     const { config } = this.#d;
+    await this.#settleUncertain();
     const free = config.agent.maxConcurrent - this.#queue.pending - this.#queue.size;
     const count = Math.min(100, Math.max(10, free * 3));
-    const found = await this.#d.gms.discover(config.executorId, count);
+    const found = await this.#d.gms.discover(config.executorId, {
+      count,
+      pendingStart: this.#pendingStart,
+      runningStart: this.#runningStart,
+    });
     this.emit("polled", { pending: found.pending.length, running: found.running.length });
+    let attempted = 0;
     for (const c of spreadClaims(found.pending, free)) {
       if (this.#state !== "running") break;
-      if (this.#jobs.has(c.urn)) continue;
+      if (this.#jobs.has(c.urn) || this.#uncertain.has(c.urn)) continue;
       const fast = FAST_TASKS.has(c.task);
       const slots = config.agent.maxConcurrent - this.#queue.pending - this.#queue.size;
       const fastFree = this.#fastQueue.pending + this.#fastQueue.size === 0;
       if (slots <= 0 && !(fast && fastFree)) continue;
-      if (
-        c.requestedAt !== undefined && Date.now() - c.requestedAt > config.agent.maxRequestAgeMs
-      ) {
-        await this.#abortStale(c);
+      attempted++;
+      // GMS's clock, not ours: requestedAt was stamped by GMS or the UI's host.
+      const now = this.#d.gms.serverNow();
+      if (c.requestedAt !== undefined && now - c.requestedAt > config.agent.maxRequestAgeMs) {
+        await this.#perCandidate(c, () => this.#abortStale(c, now));
         continue;
       }
-      await this.#claim(c, fast && slots <= 0);
+      await this.#perCandidate(c, () => this.#claim(c, fast && slots <= 0));
     }
+    this.#advancePages(found, attempted > 0 || free <= 0);
     await this.#reap(found.running);
   }
 
-  async #claim(c: Candidate, useReservedSlot: boolean): Promise<void> {
-    const { config, identity, log } = this.#d;
-    let outcome;
+  /**
+   * GMS trouble (unreachable, 5xx, 429, 401/403) ends the tick so the poller backs off; anything
+   * else is about this one candidate (a request GMS cannot render, a refused write) and must not
+   * keep the others from being claimed.
+   */
+  async #perCandidate(c: Candidate, fn: () => Promise<void>): Promise<void> {
     try {
-      outcome = await claimRequest(this.#d.gms, c.urn, identity, config.agent.leaseTtlMs);
+      await fn();
     } catch (err) {
-      log.warn("claim failed", { urn: c.urn, error: err });
-      if (err instanceof GmsError && err.code !== "GMS_REJECTED") throw err; // GMS trouble: back off
-      return;
+      if (isRetryable(err) || (err instanceof GmsError && err.code === "GMS_AUTH")) throw err;
+      this.#d.log.warn("skipping a request this poll", { urn: c.urn, error: err });
     }
-    if (outcome.kind === "lost") {
-      log.debug("claim lost to another agent", { urn: c.urn });
-      return;
+  }
+
+  /**
+   * Paging of discovery. The pending page stays at the head (oldest first) unless a whole full
+   * page gave nothing to claim while slots were free (requests of another executor in list
+   * mode, unreadable ones): then the next poll looks at the next page, wrapping at the end.
+   * The running page walks through every RUNNING request, one page per poll.
+   */
+  #advancePages(found: Discovery, claimedOrBusy: boolean): void {
+    const next = (p: PageInfo) => {
+      const end = p.start + p.returned;
+      return p.returned > 0 && end < p.total ? end : 0;
+    };
+    this.#pendingStart = claimedOrBusy ? 0 : next(found.pages.pending);
+    this.#runningStart = next(found.pages.running);
+  }
+
+  async #claim(c: Candidate, useReservedSlot: boolean): Promise<void> {
+    const { config, identity } = this.#d;
+    const outcome = await claimRequest(this.#d.gms, c.urn, identity, config.agent.leaseTtlMs);
+    this.#claimed(c.urn, c.task, outcome, useReservedSlot);
+  }
+
+  #claimed(urn: string, task: string, outcome: ClaimOutcome, useReservedSlot: boolean): void {
+    const { log } = this.#d;
+    switch (outcome.kind) {
+      case "lost":
+        log.debug("claim lost to another agent", { urn });
+        return;
+      case "skip":
+        log.debug("not claimed", { urn, reason: outcome.reason });
+        return;
+      case "cancelled":
+        log.info("closed a request cancelled before it started", { urn });
+        return;
+      case "uncertain":
+        // The claim may have landed: remember the token, and settle it before the next claims.
+        log.warn("claim answer lost; will read the request to settle it", {
+          urn,
+          error: outcome.error,
+        });
+        this.#uncertain.set(urn, {
+          token: outcome.token,
+          startTimeMs: outcome.startTimeMs,
+          useReservedSlot,
+        });
+        return;
+      case "claimed":
+        log.info("claimed", { urn, task, reserved_slot: useReservedSlot || undefined });
+        this.emit("claimed", { urn, task });
+        this.#startJob(outcome, useReservedSlot);
     }
-    if (outcome.kind === "skip") {
-      log.debug("not claimed", { urn: c.urn, reason: outcome.reason });
-      return;
+  }
+
+  /** Reads each uncertain claim: ours → the run starts now (once); else forgotten. */
+  async #settleUncertain(): Promise<void> {
+    for (const [urn, u] of [...this.#uncertain]) {
+      const outcome = await settleClaim(this.#d.gms, urn, u.token, u.startTimeMs);
+      this.#uncertain.delete(urn);
+      if (outcome.kind === "claimed") {
+        this.#d.log.info("the lost claim had landed; running the request", { urn });
+      }
+      this.#claimed(
+        urn,
+        outcome.kind === "claimed" ? outcome.request.input.task : "",
+        outcome,
+        u.useReservedSlot,
+      );
     }
-    if (outcome.kind === "cancelled") {
-      log.info("closed a request cancelled before it started", { urn: c.urn });
-      return;
-    }
-    log.info("claimed", { urn: c.urn, task: c.task, reserved_slot: useReservedSlot || undefined });
-    this.emit("claimed", { urn: c.urn, task: c.task });
-    this.#startJob(outcome, useReservedSlot);
   }
 
   #startJob(claimed: ClaimedRequest, useReservedSlot: boolean): void {
@@ -229,18 +320,18 @@ export class Agent extends EventEmitter<AgentEvents> {
   }
 
   /** A request nobody picked up within max_request_age is closed, so it stops showing as Pending. */
-  async #abortStale(c: Candidate): Promise<void> {
+  async #abortStale(c: Candidate, now: number): Promise<void> {
     const { config, identity, log } = this.#d;
-    const waited = Date.now() - (c.requestedAt ?? 0);
+    const waited = now - (c.requestedAt ?? 0);
     const outcome = await claimRequest(
       this.#d.gms,
       c.urn,
       identity,
       config.agent.leaseTtlMs,
       Date.now(),
-      (now) => ({
+      (start) => ({
         status: "ABORTED",
-        startTimeMs: now,
+        startTimeMs: start,
         durationMs: 0,
         report:
           `${ownerLine(identity)}\nThis request waited ${Math.round(waited / 60000)} minutes ` +
@@ -254,63 +345,126 @@ export class Agent extends EventEmitter<AgentEvents> {
     }
   }
 
+  /** Whether this agent itself holds the request: a job, a result on its way, a claim to settle. */
+  #holds(urn: string): boolean {
+    return this.#jobs.has(urn) || this.#d.outbox.holds(urn) || this.#uncertain.has(urn);
+  }
+
   /**
-   * RUNNING requests of our pool whose owner stopped renewing its lease. Search gives start +
-   * duration (heartbeats keep durationMs current), so the check costs no extra request unless
-   * a lease looks expired; then the request is re-read and closed with a conditional write on
-   * the version read, so two reapers cannot both win. A KILL on such an orphan is answered with
-   * CANCELLED, as the Python executor does for unknown runs.
+   * RUNNING requests of our pool that nobody holds any more. Search shows start + duration, which
+   * a live owner's heartbeats keep changing; a request is re-read (consistent, with GMS's
+   * timestamps) when first seen and again when that signature has not changed for a lease_ttl.
+   * It is closed, with a conditional write so two reapers cannot both win, when
+   *   - it claims to be this very agent's but no job, outbox entry or pending claim holds it
+   *     (the agent lost track of it): at once;
+   *   - its owner's lease lapsed (GMS's `lastObserved` + lease, on GMS's clock) one lease_ttl
+   *     ago, or at once after it lapsed if a user asked to KILL it (CANCELLED, as the Python
+   *     executor answers a KILL for a run it does not know).
+   * Requests written by others than ingest-agent are never touched.
    */
   async #reap(running: RunningSummary[]): Promise<void> {
-    const { config, identity, log, gms } = this.#d;
-    const ttl = config.agent.leaseTtlMs;
-    const now = Date.now();
+    const ttl = this.#d.config.agent.leaseTtlMs;
+    const mono = performance.now();
     for (const r of running) {
-      if (this.#jobs.has(r.urn) || r.startTimeMs === undefined || r.durationMs === undefined) {
+      if (this.#holds(r.urn)) continue;
+      const signature = `${r.startTimeMs}:${r.durationMs}`;
+      let w = this.#watched.get(r.urn);
+      if (!w || w.signature !== signature) {
+        w = { ...w, signature, changedAt: mono, seenAt: mono };
+        this.#watched.set(r.urn, w);
+      }
+      w.seenAt = mono;
+      if (w.foreign) continue;
+      const due = w.readAt === undefined ||
+        (mono - w.changedAt >= ttl && mono - w.readAt >= ttl / 2);
+      if (!due) continue;
+      w.readAt = mono;
+      const state = await this.#d.gms.readRequest(r.urn);
+      if (this.#holds(r.urn)) continue; // claimed or finished by us while we were reading
+      const result = state?.result;
+      if (!state || !result || result.value.status !== "RUNNING") {
+        this.#watched.delete(r.urn); // search lagged behind: it is closed
         continue;
       }
-      if (r.startTimeMs + r.durationMs + ttl > now) continue; // the lease may still be valid
-      const state = await gms.readRequest(r.urn);
-      const result = state?.result;
-      if (
-        !result || result.value.status !== "RUNNING" ||
-        result.properties.appSource !== "ingest-agent"
-      ) continue;
-      if (result.properties.agentInstance === identity.instanceId) continue;
-      const expiresAt = Number(
-        result.properties.leaseExpiresAt ?? r.startTimeMs + r.durationMs + ttl,
-      );
-      const killed = state.signal?.value.signal === "KILL" &&
-        (state.signal.value.createdAt?.time ?? 0) >= (result.value.startTimeMs ?? 0);
-      if (now < expiresAt || (!killed && now < expiresAt + ttl)) continue;
-      const owner = result.properties.agentInstance ?? "unknown";
-      const status = killed ? "CANCELLED" : "ABORTED";
-      const report = killed
-        ? `${
-          ownerLine(identity)
-        }\nNo active execution request found. The agent that ran it (${owner}) is gone; the run was cancelled by request.`
-        : `${
-          ownerLine(identity)
-        }\nexecutor ${config.executorId} agent ${owner} stopped renewing its lease at ${
-          new Date(expiresAt).toISOString()
-        }; the run was aborted. Its outcome is unknown: run it again.`;
-      try {
-        await gms.writeResult(r.urn, {
-          status,
-          startTimeMs: result.value.startTimeMs ?? now,
-          durationMs: now - (result.value.startTimeMs ?? now),
-          report: `${report}\n\n${result.value.report ?? ""}`.slice(0, 1_000_000),
-        }, { ifVersionMatch: result.version, properties: leaseProperties(identity, now) });
-        log.warn(killed ? "cancelled an orphaned run" : "aborted a run whose agent is gone", {
-          urn: r.urn,
-          owner,
-        });
-        this.emit("reaped", { urn: r.urn, status });
-      } catch (err) {
-        if (isFencingError(err)) continue; // another reaper, or the owner came back: fine
-        throw err;
+      if (result.properties.appSource !== APP_SOURCE) {
+        w.foreign = true;
+        continue;
       }
+      await this.#reapOne(state, result, ttl);
     }
+    // Forget what discovery stopped showing a while ago (its pages rotate, so allow for that).
+    for (const [urn, w] of this.#watched) {
+      if (mono - w.seenAt > Math.max(10 * ttl, 600_000)) this.#watched.delete(urn);
+    }
+  }
+
+  async #reapOne(
+    state: RequestState,
+    result: NonNullable<RequestState["result"]>,
+    ttl: number,
+  ): Promise<void> {
+    const { config, identity, log, gms } = this.#d;
+    const props = result.properties;
+    const owner = props.agentInstance ?? "unknown";
+    const mine = props.agentInstance === identity.instanceId;
+    const killed = state.signal?.value.signal === "KILL";
+    let lapsedAt: number | undefined;
+    if (!mine) {
+      // GMS's clocks on both sides: when it stored the last write, and what time it is there.
+      const leaseMs = Number(props.leaseTtlMs) || ttl;
+      const now = result.lastObserved !== undefined ? gms.serverNow() : Date.now();
+      lapsedAt = result.lastObserved !== undefined
+        ? result.lastObserved + leaseMs
+        : Number(props.leaseExpiresAt ?? NaN);
+      if (!Number.isFinite(lapsedAt)) return;
+      if (now < lapsedAt || (!killed && now < lapsedAt + leaseMs)) return;
+    }
+    const status = killed ? "CANCELLED" : "ABORTED";
+    const why = mine
+      ? `this agent (${owner}) lost track of the run (its claim or result could not be confirmed with GMS); the run was ${
+        killed ? "cancelled by request" : "aborted"
+      }. Its outcome is unknown: run it again.`
+      : killed
+      ? `No active execution request found. The agent that ran it (${owner}) is gone; the run was cancelled by request.`
+      : `executor ${config.executorId} agent ${owner} stopped renewing its lease at ${
+        new Date(lapsedAt!).toISOString()
+      }; the run was aborted. Its outcome is unknown: run it again.`;
+    const now = Date.now();
+    const start = result.value.startTimeMs ?? now;
+    // Closing with the owner's token would let it pass for the owner's own result: ours is new.
+    const outcome = await writeOwned(gms, {
+      urn: state.urn,
+      value: {
+        status,
+        startTimeMs: start,
+        durationMs: Math.max(0, now - start),
+        report: `${ownerLine(identity)}\n${why}\n\n${result.value.report ?? ""}`.slice(
+          0,
+          1_000_000,
+        ),
+      },
+      version: result.version,
+      token: props.claimToken ?? "",
+      instances: [owner],
+      identity,
+      leaseTtlMs: ttl,
+      attempts: 1,
+    });
+    if (outcome.kind === "written") {
+      log.warn(
+        mine
+          ? "closed a run this agent lost track of"
+          : killed
+          ? "cancelled an orphaned run"
+          : "aborted a run whose agent is gone",
+        { urn: state.urn, owner, status },
+      );
+      this.#watched.delete(state.urn);
+      this.emit("reaped", { urn: state.urn, status });
+    } else if (outcome.kind === "retry") {
+      throw outcome.error; // GMS trouble: the poller backs off
+    }
+    // taken / closed: another reaper, or the owner wrote meanwhile: fine.
   }
 
   /** Reads the signal aspect of every held run in one request; a KILL cancels the run. */

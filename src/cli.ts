@@ -130,7 +130,9 @@ async function run(config: AgentConfig, warnings: string[], io: Io): Promise<num
     log.error("cannot create the agent's directories", { error: err });
     return 1;
   }
-  const state = new StateDir(config.agent.stateDir);
+  const state = new StateDir(config.agent.stateDir, {
+    onProblem: (message, details) => log.warn(message, details),
+  });
   try {
     await state.open();
   } catch (err) {
@@ -143,6 +145,7 @@ async function run(config: AgentConfig, warnings: string[], io: Io): Promise<num
     gms,
     identity,
     retryForMs: config.agent.resultRetryForMs,
+    leaseTtlMs: config.agent.leaseTtlMs,
     log,
   });
   const agent = new Agent({ config, gms, identity, log, redactor, env: io.env, state, outbox });
@@ -161,7 +164,7 @@ async function run(config: AgentConfig, warnings: string[], io: Io): Promise<num
       log.info("delivering results left by the previous start", { results: pending });
     }
     await recoverRuns({ state, outbox, identity, log, redactor });
-    agent.start();
+    agent.start(); // a no-op when a signal during recovery already stopped the agent
     await signals.stopped;
   } finally {
     signals.remove();

@@ -12,7 +12,7 @@ import os from "node:os";
 import path from "node:path";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
-import { parseDuration } from "./duration.ts";
+import { formatDuration, parseDuration } from "./duration.ts";
 import { AgentError } from "./errors.ts";
 
 export type LogFormat = "auto" | "json" | "text";
@@ -91,7 +91,7 @@ export class ConfigError extends AgentError {
 // ---------------------------------------------------------------------------------------------
 // Value types
 
-const duration = (min = 0) =>
+const duration = (min = 0, max = Number.MAX_SAFE_INTEGER) =>
   z.union([z.string(), z.number()]).transform((value, ctx) => {
     const ms = parseDuration(value);
     if (ms === undefined) {
@@ -108,6 +108,13 @@ const duration = (min = 0) =>
       ctx.addIssue({
         code: "custom",
         message: `must be at least ${min}ms, got ${JSON.stringify(value)}`,
+      });
+      return z.NEVER;
+    }
+    if (ms > max) {
+      ctx.addIssue({
+        code: "custom",
+        message: `must be at most ${formatDuration(max)}, got ${JSON.stringify(value)}`,
       });
       return z.NEVER;
     }
@@ -152,7 +159,8 @@ const nativeSchema = z.strictObject({
     token: z.string().default(""),
     system_client_id: z.string().default(""),
     system_client_secret: z.string().default(""),
-    timeout: duration(100).default(30_000),
+    // Feeds undici's and AbortSignal's timers, which overflow past 2^31-1 ms: at most 1h.
+    timeout: duration(100, 3_600_000).default(30_000),
   }).prefault({}),
   agent: z.strictObject({
     max_concurrent: z.number().int().min(1).max(256).default(4),

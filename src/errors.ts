@@ -22,6 +22,8 @@ export type ErrorCode =
   | "GMS_UNAVAILABLE"
   /** GMS rejected the request itself (other 4xx, GraphQL errors). */
   | "GMS_REJECTED"
+  /** GMS (or an ingress in front of it) refused the payload as too large (413). */
+  | "GMS_TOO_LARGE"
   /** A conditional write lost: the aspect changed since we read it (412, Rest.li 422). */
   | "GMS_PRECONDITION"
   /** GMS answered something we cannot read. */
@@ -76,15 +78,18 @@ export function codeForStatus(status: number): ErrorCode {
   if (status === 401 || status === 403) return "GMS_AUTH";
   if (status === 412 || status === 422) return "GMS_PRECONDITION";
   if (status === 429) return "GMS_RATE_LIMITED";
+  if (status === 413) return "GMS_TOO_LARGE";
   if (status >= 500) return "GMS_UNAVAILABLE";
   return "GMS_REJECTED";
 }
 
 /**
- * The single retryability rule. Retried: connection errors, timeouts, 429 and 502/503/504.
+ * The single retryability rule. Retried: connection errors, timeouts, 429 and every 5xx (a GMS
+ * that commits and then fails, a restarting pod, a proxy timing out: all transient from here;
+ * callers back off with jitter, so a deterministic server bug is not hammered).
  * Not retried: 401/403 (credentials do not fix themselves; logged with what to fix), 412 (a lost
- * race is an answer, not a failure), other 4xx, and 500 (a deterministic server bug would only be
- * hammered; it still heals through the next poll or heartbeat).
+ * race is an answer, not a failure: re-read and decide), 413 (retried smaller, not as is), other
+ * 4xx.
  */
 export function isRetryable(err: unknown): boolean {
   if (!(err instanceof AgentError)) return false;
@@ -92,9 +97,27 @@ export function isRetryable(err: unknown): boolean {
     case "GMS_UNREACHABLE":
     case "GMS_TIMEOUT":
     case "GMS_RATE_LIMITED":
-      return true;
     case "GMS_UNAVAILABLE":
-      return err instanceof GmsError && err.status !== 500;
+      return true;
+    default:
+      return false;
+  }
+}
+
+/**
+ * Whether a failed write may nevertheless have been applied by GMS: the answer was lost (reset,
+ * timeout) or spoiled (5xx after the commit), or it was a 412 that our own earlier, seemingly
+ * failed attempt caused. Such a write is never judged by its error: the writer re-reads the
+ * result and decides by what is stored (see result_write.ts).
+ */
+export function mayHaveBeenApplied(err: unknown): boolean {
+  if (!(err instanceof AgentError)) return false;
+  switch (err.code) {
+    case "GMS_UNREACHABLE":
+    case "GMS_TIMEOUT":
+    case "GMS_UNAVAILABLE":
+    case "GMS_PRECONDITION":
+      return true;
     default:
       return false;
   }

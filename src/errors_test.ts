@@ -7,6 +7,7 @@ import {
   type ErrorCode,
   GmsError,
   isRetryable,
+  mayHaveBeenApplied,
 } from "./errors.ts";
 
 function httpError(status: number): GmsError {
@@ -22,6 +23,7 @@ Deno.test("codeForStatus maps HTTP statuses to stable codes", () => {
     [409, "GMS_REJECTED"],
     [412, "GMS_PRECONDITION"],
     [422, "GMS_PRECONDITION"],
+    [413, "GMS_TOO_LARGE"],
     [429, "GMS_RATE_LIMITED"],
     [500, "GMS_UNAVAILABLE"],
     [502, "GMS_UNAVAILABLE"],
@@ -31,10 +33,10 @@ Deno.test("codeForStatus maps HTTP statuses to stable codes", () => {
   for (const [status, code] of table) assert.equal(codeForStatus(status), code, `HTTP ${status}`);
 });
 
-Deno.test("isRetryable: connection errors, timeouts, 429 and 502/503/504 are retried", () => {
+Deno.test("isRetryable: connection errors, timeouts, 429 and every 5xx are retried", () => {
   assert.equal(isRetryable(new GmsError("GMS_UNREACHABLE", "claim", "ECONNREFUSED")), true);
   assert.equal(isRetryable(new GmsError("GMS_TIMEOUT", "claim", "no answer")), true);
-  for (const status of [429, 502, 503, 504]) {
+  for (const status of [429, 500, 502, 503, 504, 507]) {
     assert.equal(isRetryable(httpError(status)), true, `HTTP ${status}`);
   }
   const rateLimited = new GmsError("GMS_RATE_LIMITED", "op", "slow down", {
@@ -44,10 +46,22 @@ Deno.test("isRetryable: connection errors, timeouts, 429 and 502/503/504 are ret
   assert.equal(isRetryable(rateLimited), true);
 });
 
-Deno.test("isRetryable: 400/401/403/412/422/500 are not retried", () => {
-  for (const status of [400, 401, 403, 404, 412, 422, 500]) {
+Deno.test("isRetryable: 400/401/403/404/412/413/422 are not retried", () => {
+  for (const status of [400, 401, 403, 404, 412, 413, 422]) {
     assert.equal(isRetryable(httpError(status)), false, `HTTP ${status}`);
   }
+});
+
+Deno.test("mayHaveBeenApplied: lost or spoiled answers and 412 are re-read, refusals are not", () => {
+  assert.equal(mayHaveBeenApplied(new GmsError("GMS_UNREACHABLE", "w", "ECONNRESET")), true);
+  assert.equal(mayHaveBeenApplied(new GmsError("GMS_TIMEOUT", "w", "no answer")), true);
+  for (const status of [500, 502, 503, 412, 422]) {
+    assert.equal(mayHaveBeenApplied(httpError(status)), true, `HTTP ${status}`);
+  }
+  for (const status of [400, 401, 403, 404, 413, 429]) {
+    assert.equal(mayHaveBeenApplied(httpError(status)), false, `HTTP ${status}`);
+  }
+  assert.equal(mayHaveBeenApplied(new Error("boom")), false);
 });
 
 Deno.test("isRetryable: non-GMS errors and non-errors are not retried", () => {

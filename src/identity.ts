@@ -25,16 +25,60 @@ export function newIdentity(executorId: string): Identity {
 /** Marks results written by ingest-agent. */
 export const APP_SOURCE = "ingest-agent";
 
-/** systemMetadata.properties of every write: owner and lease expiry. */
-export function leaseProperties(id: Identity, leaseExpiresAt: number): Record<string, string> {
+/** What every result write of one claim carries in `systemMetadata.properties`. */
+export interface LeaseStamp {
+  /** Random per claim; proves a stored result is ours (survives an agent restart via the journal). */
+  token: string;
+  /** How long the lease runs from the write, as GMS timestamps it (`lastObserved`). */
+  ttlMs: number;
+  /** The writer's wall clock now (only for the legacy `leaseExpiresAt`). */
+  now?: number;
+  /** Random per logical write: tells whether this very write landed when its answer was lost. */
+  writeId?: string;
+}
+
+/** A new fencing token (one per claim). */
+export function newToken(): string {
+  return crypto.randomUUID();
+}
+
+/** A new write id (one per logical write). */
+export function newWriteId(): string {
+  return crypto.randomUUID().slice(0, 13);
+}
+
+/**
+ * systemMetadata.properties of every write: owner, fencing token, write id and lease. Peers judge
+ * the lease by GMS's own clock (`lastObserved` + `leaseTtlMs`); `leaseExpiresAt` (the writer's
+ * clock) is kept for agents of earlier versions.
+ */
+export function leaseProperties(id: Identity, stamp: LeaseStamp): Record<string, string> {
+  const now = stamp.now ?? Date.now();
   return {
     appSource: APP_SOURCE,
     agentVersion: VERSION,
     agentInstance: id.instanceId,
     agentHost: id.host,
     executorId: id.executorId,
-    leaseExpiresAt: String(leaseExpiresAt),
+    claimToken: stamp.token,
+    ...(stamp.writeId ? { writeId: stamp.writeId } : {}),
+    leaseTtlMs: String(stamp.ttlMs),
+    leaseExpiresAt: String(now + stamp.ttlMs),
   };
+}
+
+/**
+ * Whether a stored result was written under our claim: its fencing token is ours, or (results
+ * written before tokens existed) its owner instance is one of `instances`.
+ */
+export function isOurs(
+  properties: Record<string, string>,
+  token: string | undefined,
+  instances: readonly string[] = [],
+): boolean {
+  if (properties.appSource !== APP_SOURCE) return false;
+  if (properties.claimToken !== undefined) return properties.claimToken === token;
+  return instances.includes(properties.agentInstance ?? "");
 }
 
 /** First line of every report we write: a human-readable owner stamp. */

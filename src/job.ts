@@ -18,6 +18,8 @@ import type { GmsApi } from "./gms/client.ts";
 import { type Identity, ownerLine } from "./identity.ts";
 import type { Logger } from "./log.ts";
 import { type ProcessExit, RunProcess, sleep } from "./process.ts";
+import { processStartTime } from "./procs.ts";
+import { longTimeout } from "./timers.ts";
 import {
   hasSink,
   parseRecipe,
@@ -36,7 +38,11 @@ import { resolveSecrets } from "./secrets.ts";
 import { type Note, summaryText, terminalResult } from "./summary.ts";
 
 /** Why a run was stopped before it ended by itself. Values appear in reports: keep them stable. */
-export type CancelReason = "user" | "timeout" | "shutdown" | "fenced";
+export type CancelReason = "user" | "timeout" | "shutdown" | "fenced" | "lease";
+
+/** Set in every CLI's environment (value: the claim's token), so that recovery can find a run's
+ * processes even when the agent died before it journaled the process group. */
+export const RUN_MARKER_ENV = "INGEST_AGENT_RUN";
 
 export const SUPPORTED_TASKS = ["RUN_INGEST", "TEST_CONNECTION"] as const;
 
@@ -62,6 +68,8 @@ export interface ClaimedRequest {
   request: RequestState & { input: RequestInput };
   version: string;
   startTimeMs: number;
+  /** Our fencing token for this request. */
+  token: string;
 }
 
 export class Job {
@@ -80,8 +88,12 @@ export class Job {
   #process: RunProcess | undefined;
   #runLog: RunLog | undefined;
   #timeoutLimit: string | undefined;
+  /** Set when the CLI exited: a cancel after that changes nothing. */
+  #exited = false;
+  #leaseLostAfterMs: number | undefined;
   readonly #runDir: string;
-  readonly #record: RunRecord;
+  readonly #token: string;
+  #record: RunRecord;
 
   constructor(deps: JobDeps, claimed: ClaimedRequest) {
     this.#deps = deps;
@@ -92,10 +104,12 @@ export class Job {
     this.startTimeMs = claimed.startTimeMs;
     this.#log = deps.log.with({ urn: this.urn, task: this.task });
     this.#runDir = path.join(deps.config.agent.workDir, runDirName(this.id));
+    this.#token = claimed.token;
     this.#reporter = new Reporter({
       gms: deps.gms,
       urn: this.urn,
       identity: deps.identity,
+      token: claimed.token,
       startTimeMs: claimed.startTimeMs,
       version: claimed.version,
       leaseTtlMs: deps.config.agent.leaseTtlMs,
@@ -108,6 +122,8 @@ export class Job {
       task: this.task,
       runDir: this.#runDir,
       startTimeMs: this.startTimeMs,
+      token: claimed.token,
+      version: claimed.version,
     };
   }
 
@@ -117,8 +133,10 @@ export class Job {
 
   /** Stops the run (TERM → grace → KILL of its process group); the first reason wins. */
   cancel(reason: CancelReason, by?: string, at?: number): void {
-    if (this.#cancel) return;
+    if (this.#cancel || this.#exited) return;
     this.#cancel = reason;
+    // Journaled, so that a restart reports the run as what it was stopped for.
+    this.#journal({ cancel: reason });
     this.#cancelledBy = [by ? `by ${by}` : "", at ? `at ${new Date(at).toISOString()}` : ""].filter(
       Boolean,
     ).join(" ");
@@ -129,6 +147,14 @@ export class Job {
   /** SIGKILL to the run's process group, now (the agent is exiting at once). */
   kill(): void {
     this.#process?.signalGroup("SIGKILL");
+  }
+
+  /** Updates the journal entry (best effort: the entry written at start already protects us). */
+  #journal(change: Partial<RunRecord>): void {
+    this.#record = { ...this.#record, ...change };
+    void this.#deps.state.saveRun(this.#record).catch((err) =>
+      this.#log.warn("cannot update the run's journal entry", { error: err })
+    );
   }
 
   #note(level: Note["level"], message: string): void {
@@ -143,8 +169,11 @@ export class Job {
     let status: TerminalStatus = "FAILURE";
     let structured: string | undefined;
     let reportFileText: string | undefined;
+    // Heartbeats run from the claim on: preparation (secret retries) can take minutes.
+    let beats: { stop(): Promise<void> } | undefined;
     try {
       await this.#deps.state.saveRun(this.#record);
+      beats = this.#heartbeats();
       this.#note("INFO", `Starting execution for task with name=${this.task}`);
       this.#note("INFO", `Claimed by ingest-agent instance ${this.#deps.identity.instanceId}`);
       const exit = await this.#execute(runDir);
@@ -155,6 +184,7 @@ export class Job {
         status = this.#statusOf(exit);
       } else {
         status = this.#cancelStatus() ?? "FAILURE";
+        if (this.#cancel === "lease") this.#note("ERROR", leaseLostNote(this.#leaseLostAfterMs));
       }
     } catch (err) {
       const e = coerceError(err);
@@ -166,6 +196,7 @@ export class Job {
         this.#log.error("run failed with an internal error", { error: e });
       }
     }
+    await beats?.stop();
     try {
       await this.#finish(status, structured, reportFileText);
     } catch (err) {
@@ -240,6 +271,7 @@ export class Job {
     for (const [k, v] of Object.entries(this.#deps.env)) if (v !== undefined) env[k] = v;
     Object.assign(env, extraEnv);
     if (!hasSink(recipe)) Object.assign(env, this.#gmsEnv());
+    env[RUN_MARKER_ENV] = this.#token;
 
     this.#runLog = new RunLog({ file: path.join(runDir, "run.log"), redact: this.#mask });
     const runLog = this.#runLog;
@@ -250,7 +282,8 @@ export class Job {
       runLog.backpressure,
     );
     this.#process = proc;
-    await this.#deps.state.saveRun({ ...this.#record, pgid: proc.pid }).catch((err) =>
+    this.#record = { ...this.#record, pgid: proc.pid, pgidStart: processStartTime(proc.pid) };
+    await this.#deps.state.saveRun(this.#record).catch((err) =>
       this.#log.warn("cannot journal the run's process group", { error: err })
     );
     this.#log.info("run started", { pid: proc.pid, source_type: type, debug });
@@ -260,24 +293,26 @@ export class Job {
     const limitName = config.ingestion.timeoutsMs[type] !== undefined
       ? `ingestion.timeouts.${type}`
       : "ingestion.task_timeout";
-    const timer = setTimeout(() => {
+    const timer = longTimeout(() => {
       this.#timeoutLimit = `${limitName} (${timeoutMs}ms)`;
       this.cancel("timeout");
     }, timeoutMs);
-    const beats = this.#heartbeats(proc);
     try {
       const exit = await proc.exited;
-      await this.#deps.state.saveRun({ ...this.#record, pgid: proc.pid, exit }).catch(() => {});
+      // Exited: no timer or signal may turn this run into TIMEOUT or CANCELLED any more.
+      this.#exited = true;
+      timer.clear();
+      this.#record = { ...this.#record, exit };
+      await this.#deps.state.saveRun(this.#record).catch(() => {});
       await proc.drained;
       return exit;
     } finally {
-      clearTimeout(timer);
-      await beats.stop();
+      timer.clear();
     }
   }
 
-  /** Runs the heartbeat loop until stopped; fencing cancels the run. */
-  #heartbeats(proc: RunProcess): { stop(): Promise<void> } {
+  /** Runs the heartbeat loop until stopped; fencing and a lost lease stop the run. */
+  #heartbeats(): { stop(): Promise<void> } {
     const controller = new AbortController();
     const loop = (async () => {
       while (!controller.signal.aborted) {
@@ -286,7 +321,11 @@ export class Job {
         const outcome = await this.#reporter.heartbeat(this.#progressReport());
         if (outcome === "fenced") {
           this.cancel("fenced");
-          void proc.stop(this.#deps.config.agent.cancelGraceMs);
+          break;
+        }
+        if (outcome === "lease-lost") {
+          this.#leaseLostAfterMs = this.#reporter.sinceLastWriteMs;
+          this.cancel("lease");
           break;
         }
       }
@@ -342,6 +381,7 @@ export class Job {
       case "timeout":
         return "TIMEOUT";
       case "shutdown":
+      case "lease":
         return "ABORTED";
       default:
         return undefined;
@@ -358,6 +398,8 @@ export class Job {
         );
       } else if (this.#cancel === "timeout") {
         this.#note("ERROR", `The run exceeded ${this.#timeoutLimit} and was stopped`);
+      } else if (this.#cancel === "lease") {
+        this.#note("ERROR", leaseLostNote(this.#leaseLostAfterMs));
       } else {
         this.#note("ERROR", "The run was stopped because the agent is shutting down");
       }
@@ -432,6 +474,7 @@ export class Job {
       urn: this.urn,
       id: this.id,
       instance: this.#deps.identity.instanceId,
+      token: this.#token,
       value,
       version: this.#reporter.version,
       createdAt: Date.now(),
@@ -455,6 +498,13 @@ export class Job {
     const kept = await stat(path.join(runDir, "run.log")).catch(() => undefined);
     if (!kept) await rm(runDir, { recursive: true, force: true }).catch(() => {});
   }
+}
+
+/** What a run stopped for lack of a lease says. */
+function leaseLostNote(afterMs: number | undefined): string {
+  const after = afterMs === undefined ? "" : ` for ${Math.round(afterMs / 1000)} s`;
+  return `GMS did not accept a heartbeat${after}, longer than the lease (agent.lease_ttl) allows, so the run was stopped: ` +
+    "another agent of the pool may already have closed this request, and a request must never run twice. Run it again.";
 }
 
 /** The run directory's name under work_dir. */

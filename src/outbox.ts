@@ -2,24 +2,30 @@
  * Delivery of terminal results. A result is first saved in state_dir/outbox (so it survives a
  * crash or GMS being down for hours), then written to GMS with retries: exponential backoff with
  * jitter, Retry-After honoured, for up to `result_retry_for` after it was produced, across
- * restarts. Every write is conditional on the version we hold; if GMS says the result changed,
- * it is re-read: already terminal (someone closed it, or our own earlier attempt landed) means
- * there is nothing to do; RUNNING and still ours means write again on the new version.
+ * restarts. Every write is conditional on the version we hold and goes through `writeOwned`
+ * (result_write.ts): a write whose answer was lost is recognised by its write id, a result that
+ * is no longer ours is never overwritten, a RUNNING result that is still ours is written again on
+ * its new version. Retries come at least every lease_ttl / 4, so a result waiting for GMS keeps
+ * the lease alive as soon as GMS answers again, before any peer may reap the request. A result
+ * refused as too large (413) is retried smaller (summary.ts `smaller`).
  */
 import { backoffDelay, GmsError, isRetryable } from "./errors.ts";
 import type { GmsApi } from "./gms/client.ts";
-import { type Identity, leaseProperties } from "./identity.ts";
+import { type Identity, newWriteId } from "./identity.ts";
 import type { Logger } from "./log.ts";
 import { sleep } from "./process.ts";
-import { isFencingError } from "./reporter.ts";
-import { isTerminalStatus } from "./request.ts";
+import type { ResultValue } from "./request.ts";
+import { writeOwned } from "./result_write.ts";
 import type { OutboxRecord, StateDir } from "./state.ts";
+import { smaller } from "./summary.ts";
 
 export interface OutboxOptions {
   state: StateDir;
   gms: Pick<GmsApi, "writeResult" | "readRequest">;
   identity: Identity;
   retryForMs: number;
+  /** Retries come at least every quarter of it. */
+  leaseTtlMs: number;
   log: Logger;
   /** Backoff base (tests shorten it). */
   baseDelayMs?: number;
@@ -40,10 +46,16 @@ export class Outbox {
     return this.#inflight.size;
   }
 
+  /** Whether a result for this request is being delivered (the reaper leaves it alone). */
+  holds(urn: string): boolean {
+    return this.#inflight.has(urn);
+  }
+
   /** Saves the result durably, then delivers it in the background (`delivery` settles when done). */
   async submit(rec: OutboxRecord): Promise<{ delivery: Promise<DeliveryOutcome> }> {
-    await this.#o.state.saveResult(rec);
-    return { delivery: this.#start(rec) };
+    const saved = { ...rec, writeId: rec.writeId ?? newWriteId() };
+    await this.#o.state.saveResult(saved);
+    return { delivery: this.#start(saved) };
   }
 
   /** Delivers what a previous run of the agent left in the outbox. */
@@ -80,84 +92,101 @@ export class Outbox {
   async #deliver(rec: OutboxRecord): Promise<DeliveryOutcome> {
     const { gms, identity, log, state } = this.#o;
     const deadline = rec.createdAt + this.#o.retryForMs;
-    const owners = new Set([identity.instanceId, rec.instance]);
+    const maxWait = Math.max(1_000, Math.min(60_000, this.#o.leaseTtlMs / 4));
+    const writeId = rec.writeId ?? newWriteId();
+    let value: ResultValue = rec.value;
     let version = rec.version;
-    let rereads = 0;
     for (let attempt = 0; !this.#stop.signal.aborted; attempt++) {
+      let error: unknown;
       try {
-        if (version === undefined) {
-          const current = await gms.readRequest(rec.urn);
-          const result = current?.result;
-          if (
-            !current || !result || isTerminalStatus(result.value.status) ||
-            !owners.has(result.properties.agentInstance ?? "")
-          ) {
-            const ours = result?.value.status === rec.value.status &&
-              owners.has(result.properties.agentInstance ?? "");
-            if (!ours) {
-              log.warn("result not written: the request was closed or taken by someone else", {
-                urn: rec.urn,
-                ours: rec.value.status,
-                theirs: result?.value.status ?? (current ? "no result" : "deleted"),
-              });
-            }
-            await state.removeResult(rec.id);
-            return ours ? "delivered" : "superseded";
-          }
-          version = result.version;
-        }
-        await gms.writeResult(rec.urn, rec.value, {
-          ifVersionMatch: version,
-          properties: leaseProperties(identity, Date.now()),
+        const outcome = await writeOwned(gms, {
+          urn: rec.urn,
+          value,
+          version,
+          token: rec.token ?? "",
+          instances: [identity.instanceId, rec.instance],
+          identity,
+          leaseTtlMs: this.#o.leaseTtlMs,
+          writeId,
         });
-        await state.removeResult(rec.id);
-        if (attempt > 0) {
-          log.info("result delivered after retries", {
-            urn: rec.urn,
-            status: rec.value.status,
-            attempts: attempt + 1,
-          });
+        if (outcome.kind === "written") {
+          await state.removeResult(rec.id);
+          if (attempt > 0) {
+            log.info("result delivered after retries", {
+              urn: rec.urn,
+              status: value.status,
+              attempts: attempt + 1,
+            });
+          }
+          return "delivered";
         }
-        return "delivered";
+        if (outcome.kind === "taken" || outcome.kind === "closed") {
+          const theirs = outcome.current?.value.status;
+          // Ours and already this status: an earlier delivery of this result landed.
+          const ours = outcome.kind === "closed" && theirs === value.status;
+          if (!ours) {
+            log.warn("result not written: the request was closed or taken by someone else", {
+              urn: rec.urn,
+              ours: value.status,
+              theirs: theirs ?? "no result",
+              reason: outcome.kind === "taken" ? outcome.reason : "closed by an earlier result",
+            });
+          }
+          await state.removeResult(rec.id);
+          return ours ? "delivered" : "superseded";
+        }
+        version = outcome.version;
+        error = outcome.error;
       } catch (err) {
-        if (isFencingError(err) && rereads++ < 5) {
-          version = undefined; // re-read and decide
-          continue;
+        if (err instanceof GmsError && err.code === "GMS_TOO_LARGE") {
+          const cut = smaller(value, rec.id);
+          if (cut) {
+            log.warn("result refused as too large; retrying it smaller", {
+              urn: rec.urn,
+              chars: (value.report?.length ?? 0) +
+                (value.structuredReport?.serializedValue.length ?? 0),
+            });
+            value = cut;
+            version = undefined;
+            continue;
+          }
         }
         const auth = err instanceof GmsError && err.code === "GMS_AUTH";
         if (!isRetryable(err) && !auth) {
-          log.error("result rejected by GMS; dropping it", {
+          log.error("result rejected by GMS; dropping it (the reaper closes the request)", {
             urn: rec.urn,
-            status: rec.value.status,
+            status: value.status,
             error: err,
           });
           await state.removeResult(rec.id);
           return "rejected";
         }
-        if (Date.now() >= deadline) {
-          log.error("result not delivered within agent.result_retry_for; dropping it", {
-            urn: rec.urn,
-            status: rec.value.status,
-            error: err,
-          });
-          await state.removeResult(rec.id);
-          return "expired";
-        }
-        // 401/403 do not fix themselves: retry slowly, and say what to fix every time.
-        let wait = auth ? 60_000 : backoffDelay(attempt, this.#o.baseDelayMs ?? 500, 60_000);
-        if (err instanceof GmsError && err.retryAfterMs !== undefined) {
-          wait = Math.max(wait, err.retryAfterMs);
-        }
-        wait = Math.min(wait, Math.max(0, deadline - Date.now()));
-        const level = auth ? "error" : attempt === 0 || attempt % 10 === 0 ? "warn" : "debug";
-        log[level]("result delivery failed; will retry", {
-          urn: rec.urn,
-          error: err,
-          attempt: attempt + 1,
-          retry_in_ms: wait,
-        });
-        await sleep(wait, this.#stop.signal);
+        error = err;
       }
+      if (Date.now() >= deadline) {
+        log.error("result not delivered within agent.result_retry_for; dropping it", {
+          urn: rec.urn,
+          status: value.status,
+          error,
+        });
+        await state.removeResult(rec.id);
+        return "expired";
+      }
+      // 401/403 do not fix themselves: retry slowly, and say what to fix every time.
+      const auth = error instanceof GmsError && error.code === "GMS_AUTH";
+      let wait = auth ? 60_000 : backoffDelay(attempt, this.#o.baseDelayMs ?? 500, maxWait);
+      if (error instanceof GmsError && error.retryAfterMs !== undefined) {
+        wait = Math.max(wait, error.retryAfterMs);
+      }
+      wait = Math.min(wait, Math.max(0, deadline - Date.now()));
+      const level = auth ? "error" : attempt === 0 || attempt % 10 === 0 ? "warn" : "debug";
+      log[level]("result delivery failed; will retry", {
+        urn: rec.urn,
+        error,
+        attempt: attempt + 1,
+        retry_in_ms: wait,
+      });
+      await sleep(wait, this.#stop.signal);
     }
     return "expired";
   }

@@ -7,6 +7,7 @@
  */
 import { backoffDelay, GmsError } from "./errors.ts";
 import type { Logger } from "./log.ts";
+import { longTimeout } from "./timers.ts";
 
 export interface PollerOptions {
   name: string;
@@ -80,9 +81,9 @@ export class Poller {
       // A nudge during a failing streak does not bypass the backoff.
       if (this.#nudged && this.#errors === 0) continue;
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(done, wait);
+        const timer = longTimeout(done, wait);
         function done() {
-          clearTimeout(timer);
+          timer.clear();
           resolve();
         }
         this.#wake = () => {

@@ -9,6 +9,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { Buffer } from "node:buffer";
 import process from "node:process";
 import { AgentError } from "./errors.ts";
+import { sleep } from "./timers.ts";
 
 export interface ProcessSpec {
   command: string;
@@ -177,15 +178,5 @@ function pipeLines(
   });
 }
 
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal?.aborted) return resolve();
-    const t = setTimeout(done, ms);
-    function done() {
-      clearTimeout(t);
-      signal?.removeEventListener("abort", done);
-      resolve();
-    }
-    signal?.addEventListener("abort", done, { once: true });
-  });
-}
+/** Re-exported: the one sleep of the agent works for any duration (timers.ts). */
+export { sleep };

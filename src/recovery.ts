@@ -1,52 +1,110 @@
 /**
  * Crash recovery, run once at start before the first poll: every run the journal says a previous
- * agent held is ended. A process group still alive from the previous agent is killed; then the
- * request is closed with its captured outcome if the CLI had exited, else as ABORTED ("agent
- * restarted; run interrupted"). Results go through the outbox, which writes only if the request
- * is still RUNNING and owned by that previous instance. No orphan survives a restart, no request
- * stays RUNNING.
+ * agent held is ended. Its processes are killed only when they are provably the run's: the
+ * journaled process group while its leader has the journaled start time (never a bare pgid, which
+ * a reboot or pid wrap may have given to someone else), and every process carrying the run's
+ * marker in its environment (which also finds a run whose agent died between spawn and
+ * journaling the pgid). Then the request is closed:
+ *   - a result already in the outbox is the one delivery (the journal entry was left by a crash
+ *     between queueing the result and removing the entry);
+ *   - a fenced run gets nothing (the result is not ours any more);
+ *   - otherwise the outcome captured in the journal: exit status, or the cancel reason (user →
+ *     CANCELLED, timeout → TIMEOUT, shutdown / lost lease → ABORTED), else ABORTED ("agent
+ *     restarted; run interrupted").
+ * Results go through the outbox, which writes only if the request is still RUNNING and ours.
  */
 import { readFile, rm } from "node:fs/promises";
 import path from "node:path";
-import process from "node:process";
 import { type Identity, ownerLine } from "./identity.ts";
+import { RUN_MARKER_ENV } from "./job.ts";
 import type { Logger } from "./log.ts";
 import type { Outbox } from "./outbox.ts";
-import { sleep } from "./process.ts";
+import { killRunGroup } from "./procs.ts";
 import type { Redactor } from "./redact.ts";
 import type { ResultValue, TerminalStatus } from "./request.ts";
-import { alive, type RunRecord, type StateDir } from "./state.ts";
+import type { RunRecord, StateDir } from "./state.ts";
 import { summaryText, terminalResult } from "./summary.ts";
 
 export async function recoverRuns(
   deps: { state: StateDir; outbox: Outbox; identity: Identity; log: Logger; redactor: Redactor },
 ): Promise<number> {
-  const runs = await deps.state.listRuns();
+  const { state, outbox, log } = deps;
+  const runs = await state.listRuns();
+  const queued = new Set((await state.listResults()).map((r) => r.id));
   for (const run of runs) {
-    if (run.pgid && alive(-run.pgid)) {
-      deps.log.warn("killing a run left by the previous agent", { urn: run.urn, pgid: run.pgid });
-      try {
-        process.kill(-run.pgid, "SIGKILL");
-      } catch { /* gone meanwhile */ }
-      for (let i = 0; i < 50 && alive(-run.pgid); i++) await sleep(100);
-    }
-    const value = await recoveredResult(run, deps.identity, deps.redactor);
-    await deps.outbox.submit({
-      urn: run.urn,
-      id: run.id,
-      instance: run.instance,
-      value,
-      createdAt: Date.now(),
+    const killed = await killRunGroup({
+      pgid: run.pgid,
+      pgidStart: run.pgidStart,
+      marker: run.token ? { name: RUN_MARKER_ENV, value: run.token } : undefined,
     });
+    if (killed.killed.length > 0) {
+      log.warn("killed a run left by the previous agent", { urn: run.urn, killed: killed.killed });
+    }
+    if (killed.skipped) {
+      log.warn("left a process group alone", { urn: run.urn, reason: killed.skipped });
+    }
+    if (killed.remaining?.length) {
+      log.error("processes of a previous run could not be killed", {
+        urn: run.urn,
+        pids: killed.remaining,
+      });
+    }
+    if (queued.has(run.id)) {
+      log.info("the interrupted run's result was already queued; delivering that one", {
+        urn: run.urn,
+      });
+    } else if (run.cancel === "fenced") {
+      log.info("the interrupted run had been fenced; nothing to write", { urn: run.urn });
+    } else {
+      const value = await recoveredResult(run, deps.identity, deps.redactor);
+      await outbox.submit({
+        urn: run.urn,
+        id: run.id,
+        instance: run.instance,
+        ...(run.token ? { token: run.token } : {}),
+        ...(run.version ? { version: run.version } : {}),
+        value,
+        createdAt: Date.now(),
+      });
+      log.warn("closed a run interrupted by an agent restart", {
+        urn: run.urn,
+        status: value.status,
+      });
+    }
     await rm(path.join(run.runDir, "recipe.json"), { force: true });
     await rm(path.join(run.runDir, "report.json"), { force: true });
-    await deps.state.removeRun(run.id);
-    deps.log.warn("closed a run interrupted by an agent restart", {
-      urn: run.urn,
-      status: value.status,
-    });
+    await state.removeRun(run.id);
   }
   return runs.length;
+}
+
+/** What the journal says the run ended as (or was stopped for). */
+export function recoveredStatus(run: RunRecord): { status: TerminalStatus; message: string } {
+  const how = run.exit
+    ? `The run ended (${
+      run.exit.code !== null ? `exit code ${run.exit.code}` : `signal ${run.exit.signal}`
+    }) while the agent was restarting; its result is reported by the next agent.`
+    : "agent restarted; run interrupted.";
+  switch (run.cancel) {
+    case "user":
+      return { status: "CANCELLED", message: `${how} It had been cancelled by request.` };
+    case "timeout":
+      return { status: "TIMEOUT", message: `${how} It had exceeded its timeout and was stopped.` };
+    case "shutdown":
+      return {
+        status: "ABORTED",
+        message: `${how} It was stopped because the agent was shutting down.`,
+      };
+    case "lease":
+      return {
+        status: "ABORTED",
+        message: `${how} It was stopped because its lease on GMS was lost.`,
+      };
+  }
+  if (!run.exit) {
+    return { status: "ABORTED", message: `${how} The run's outcome is unknown: run it again.` };
+  }
+  return { status: run.exit.code === 0 ? "SUCCESS" : "FAILURE", message: how };
 }
 
 async function recoveredResult(
@@ -55,16 +113,10 @@ async function recoveredResult(
   redactor: Redactor,
 ): Promise<ResultValue> {
   const now = Date.now();
-  let status: TerminalStatus = "ABORTED";
-  let message = "agent restarted; run interrupted. The run's outcome is unknown: run it again.";
-  if (run.exit) {
-    status = run.exit.code === 0 ? "SUCCESS" : "FAILURE";
-    message = `The run ended (${
-      run.exit.code !== null ? `exit code ${run.exit.code}` : `signal ${run.exit.signal}`
-    }) while the agent was restarting; its result is reported by the next agent.`;
-  }
-  const structured = await readFile(path.join(run.runDir, "report.json"), "utf8")
+  const { status, message } = recoveredStatus(run);
+  const raw = await readFile(path.join(run.runDir, "report.json"), "utf8")
     .then((t) => (JSON.parse(t), t)).catch(() => undefined);
+  const structured = run.exit && raw !== undefined ? redactor.mask(raw) : undefined;
   const logs = await readFile(path.join(run.runDir, "run.log"), "utf8").then((t) =>
     t.slice(-200_000)
   ).catch(() => "");
@@ -73,7 +125,7 @@ async function recoveredResult(
     status,
     execId: run.id,
     notes: [{ at: now, level: status === "SUCCESS" ? "INFO" : "ERROR", message }],
-    structured: run.exit ? structured : undefined,
+    structured,
     logs,
   }));
   return terminalResult({
@@ -82,7 +134,7 @@ async function recoveredResult(
     execId: run.id,
     startTimeMs: run.startTimeMs,
     report: `${ownerLine(id)}\n${report}`,
-    structured: run.exit ? structured : undefined,
+    structured,
     now,
   });
 }

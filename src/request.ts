@@ -65,6 +65,8 @@ export interface Versioned<T> {
   version: string;
   /** `systemMetadata.properties`, where the agent records who holds a claim. */
   properties: Record<string, string>;
+  /** `systemMetadata.lastObserved`: when GMS stored it, by GMS's clock (when GMS says). */
+  lastObserved?: number;
 }
 
 /** A request re-read from GMS's database (consistent, unlike search). */

@@ -131,3 +131,32 @@ export function terminalResult(input: {
   }
   return value;
 }
+
+/** The smallest report a terminal result is cut to before the outbox gives up on a 413. */
+export const MIN_REPORT_CHARS = 8_192;
+
+/**
+ * A smaller version of a terminal result that GMS (or an ingress in front of it) refused as too
+ * large (413): first without the structured report, then with the report halved (head and tail
+ * kept), down to MIN_REPORT_CHARS. Undefined when it cannot get smaller.
+ */
+export function smaller(value: ResultValue, execId: string): ResultValue | undefined {
+  const report = value.report ?? "";
+  if (value.structuredReport) {
+    const { structuredReport: _, ...rest } = value;
+    return {
+      ...rest,
+      report:
+        `WARNING: ${execId} result was refused by GMS as too large (HTTP 413), so the structured report was removed.\n` +
+        report,
+    };
+  }
+  if (report.length <= MIN_REPORT_CHARS) return undefined;
+  const keep = Math.max(MIN_REPORT_CHARS, Math.floor(report.length / 2));
+  const prefix =
+    `WARNING: ${execId} report was refused by GMS as too large (HTTP 413) and was cut to ${keep} chars.\n`;
+  const room = Math.max(0, keep - prefix.length - 40);
+  const head = report.slice(0, Math.floor(room / 4));
+  const tail = report.slice(report.length - (room - head.length));
+  return { ...value, report: `${prefix}${head}\n… cut …\n${tail}` };
+}

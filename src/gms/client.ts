@@ -37,20 +37,48 @@ export interface RunningSummary {
   durationMs: number | undefined;
 }
 
+/** Where one result set of discovery stands: which page was asked for and what came back. */
+export interface PageInfo {
+  start: number;
+  /** Entities GMS returned on this page (before the agent's own filtering). */
+  returned: number;
+  /** All matches GMS knows of (search's `total`). */
+  total: number;
+}
+
 export interface Discovery {
   pending: Candidate[];
   running: RunningSummary[];
+  pages: { pending: PageInfo; running: PageInfo };
+}
+
+/**
+ * Which page of each result set to ask for. The pending page normally starts at 0 (oldest
+ * first); the running page walks through all RUNNING requests, one page per poll, so requests
+ * that nobody reaps (another executor's) cannot hide ours behind them.
+ */
+export interface DiscoveryPages {
+  count: number;
+  pendingStart?: number;
+  runningStart?: number;
 }
 
 export type DiscoveryMode = "search" | "list";
 
 /** The narrow interface the agent uses; tests may substitute it. */
 export interface GmsApi {
-  discover(executorId: string, count: number): Promise<Discovery>;
+  discover(executorId: string, pages: DiscoveryPages): Promise<Discovery>;
   readRequest(urn: string): Promise<RequestState | undefined>;
   readSignals(urns: string[]): Promise<Map<string, Versioned<SignalValue>>>;
-  writeResult(urn: string, value: ResultValue, options?: WriteOptions): Promise<string>;
+  /**
+   * A (conditional) result write. Resolves the stored version, or undefined when GMS's answer
+   * did not say (the caller re-reads). Rejects with GmsError; a rejection does not prove that
+   * nothing was written (see errors.ts `mayHaveBeenApplied`).
+   */
+  writeResult(urn: string, value: ResultValue, options?: WriteOptions): Promise<string | undefined>;
   secretValues(names: string[]): Promise<Map<string, string>>;
+  /** GMS's clock now (estimated from its `Date` headers; the local clock until one was seen). */
+  serverNow(): number;
   close(): Promise<void>;
 }
 
@@ -67,6 +95,7 @@ const aspectEnvelope = z.object({
   value: z.unknown(),
   systemMetadata: z.object({
     version: z.union([z.string(), z.number()]).optional(),
+    lastObserved: z.union([z.string(), z.number()]).nullish(),
     properties: z.record(z.string(), z.unknown()).optional(),
   }).loose().optional(),
 }).loose();
@@ -86,9 +115,13 @@ const searchEntity = z.object({
   }).nullish(),
 });
 const searchPage = z.object({
+  total: z.number().nullish(),
   searchResults: z.array(z.object({ entity: searchEntity.or(z.object({ urn: z.string() })) })),
 }).nullish();
-const listPage = z.object({ executionRequests: z.array(searchEntity) }).nullish();
+const listPage = z.object({
+  total: z.number().nullish(),
+  executionRequests: z.array(searchEntity),
+}).nullish();
 const secretValues = z.array(z.object({ name: z.string(), value: z.string() })).nullish();
 
 export class GmsClient implements GmsApi {
@@ -181,11 +214,11 @@ export class GmsClient implements GmsApi {
     );
   }
 
-  async discover(executorId: string, count: number): Promise<Discovery> {
+  async discover(executorId: string, pages: DiscoveryPages): Promise<Discovery> {
     const mode = await this.#discoveryMode();
-    if (mode === "list") return this.#discoverList(executorId, count);
+    if (mode === "list") return this.#discoverList(executorId, pages);
     try {
-      const found = await this.#discoverSearch(executorId, count);
+      const found = await this.#discoverSearch(executorId, pages);
       if (!this.#mode) this.#setMode("search", "the search query was accepted");
       return found;
     } catch (err) {
@@ -195,17 +228,17 @@ export class GmsClient implements GmsApi {
         /ExecutionRequest/.test(err.message)
       ) {
         this.#setMode("list", "GMS rejected the search query (before v1.2.0)");
-        return this.#discoverList(executorId, count);
+        return this.#discoverList(executorId, pages);
       }
       throw err;
     }
   }
 
-  async #discoverSearch(executorId: string, count: number): Promise<Discovery> {
+  async #discoverSearch(executorId: string, pages: DiscoveryPages): Promise<Discovery> {
     const data = await this.graphql<unknown>(
       "discover",
       DISCOVER_SEARCH,
-      searchVariables(executorId, count),
+      searchVariables(executorId, pages),
     );
     const parsed = z.object({ pending: searchPage, running: searchPage }).safeParse(data);
     if (!parsed.success) throw badResponse("discover", parsed.error);
@@ -213,17 +246,26 @@ export class GmsClient implements GmsApi {
       (page?.searchResults ?? []).map((r) => r.entity).filter((
         e,
       ): e is z.infer<typeof searchEntity> => "input" in e);
-    return toDiscovery(entities(parsed.data.pending), entities(parsed.data.running), executorId);
+    const { pending, running } = parsed.data;
+    return toDiscovery(entities(pending), entities(running), executorId, {
+      pending: pageInfo(pages.pendingStart, pending?.searchResults.length, pending?.total),
+      running: pageInfo(pages.runningStart, running?.searchResults.length, running?.total),
+    });
   }
 
-  async #discoverList(executorId: string, count: number): Promise<Discovery> {
-    const data = await this.graphql<unknown>("discover", DISCOVER_LIST, { count });
+  async #discoverList(executorId: string, pages: DiscoveryPages): Promise<Discovery> {
+    const data = await this.graphql<unknown>("discover", DISCOVER_LIST, listVariables(pages));
     const parsed = z.object({ pending: listPage, running: listPage }).safeParse(data);
     if (!parsed.success) throw badResponse("discover", parsed.error);
+    const { pending, running } = parsed.data;
     return toDiscovery(
-      parsed.data.pending?.executionRequests ?? [],
-      parsed.data.running?.executionRequests ?? [],
+      pending?.executionRequests ?? [],
+      running?.executionRequests ?? [],
       executorId,
+      {
+        pending: pageInfo(pages.pendingStart, pending?.executionRequests.length, pending?.total),
+        running: pageInfo(pages.runningStart, running?.executionRequests.length, running?.total),
+      },
     );
   }
 
@@ -256,7 +298,11 @@ export class GmsClient implements GmsApi {
     return out;
   }
 
-  async writeResult(urn: string, value: ResultValue, options: WriteOptions = {}): Promise<string> {
+  async writeResult(
+    urn: string,
+    value: ResultValue,
+    options: WriteOptions = {},
+  ): Promise<string | undefined> {
     const aspect: Record<string, unknown> = { value };
     if (options.properties) aspect.systemMetadata = { properties: options.properties };
     if (options.ifVersionMatch !== undefined) {
@@ -267,10 +313,19 @@ export class GmsClient implements GmsApi {
       query: { async: "false", systemMetadata: "true" },
       body: [{ urn, [RESULT_ASPECT]: aspect }],
     });
+    // Without systemMetadata in the answer the version is unknown, not "?": the caller re-reads.
     const written = z.array(z.unknown()).safeParse(body);
     const first = written.success ? written.data[0] : undefined;
-    const state = first ? toRequestState(first, "writeResult") : undefined;
-    return state?.result?.version ?? "?";
+    const raw = first && typeof first === "object"
+      ? (first as Record<string, unknown>)[RESULT_ASPECT]
+      : undefined;
+    const env = aspectEnvelope.safeParse(raw);
+    const version = env.success ? env.data.systemMetadata?.version : undefined;
+    return version === undefined ? undefined : String(version);
+  }
+
+  serverNow(): number {
+    return this.http.serverNow();
   }
 
   async secretValues(names: string[]): Promise<Map<string, string>> {
@@ -306,7 +361,10 @@ export class GmsClient implements GmsApi {
 }
 
 /** Variables of DISCOVER_SEARCH: requests routed to `executorId`, without a result / RUNNING. */
-export function searchVariables(executorId: string, count: number): Record<string, unknown> {
+export function searchVariables(
+  executorId: string,
+  pages: DiscoveryPages,
+): Record<string, unknown> {
   const mine = [{ field: "executorId", values: [executorId] }];
   // A request without executorId is routed to "default" (SPEC §7), but search cannot match a
   // missing field with EQUAL, so the default pool also asks for "no executorId".
@@ -316,16 +374,36 @@ export function searchVariables(executorId: string, count: number): Record<strin
   const noResult = { field: "executionResultStatus", condition: "EXISTS", negated: true };
   const running = { field: "executionResultStatus", values: ["RUNNING"] };
   return {
-    count,
+    ...listVariables(pages),
     pendingFilters: groups.map((g) => ({ and: [...g, noResult] })),
     runningFilters: groups.map((g) => ({ and: [...g, running] })),
   };
+}
+
+/** Variables of DISCOVER_LIST (and the paging part of DISCOVER_SEARCH). */
+export function listVariables(pages: DiscoveryPages): Record<string, unknown> {
+  return {
+    count: pages.count,
+    pendingStart: pages.pendingStart ?? 0,
+    runningStart: pages.runningStart ?? 0,
+  };
+}
+
+function pageInfo(
+  start: number | undefined,
+  returned: number | undefined,
+  total: number | null | undefined,
+): PageInfo {
+  const s = start ?? 0;
+  const r = returned ?? 0;
+  return { start: s, returned: r, total: total ?? s + r };
 }
 
 function toDiscovery(
   pending: z.infer<typeof searchEntity>[],
   running: z.infer<typeof searchEntity>[],
   executorId: string,
+  pages: Discovery["pages"],
 ): Discovery {
   const routedTo = (e: z.infer<typeof searchEntity>) => e.input?.executorId || "default";
   return {
@@ -345,6 +423,7 @@ function toDiscovery(
         startTimeMs: e.result?.startTimeMs ?? undefined,
         durationMs: e.result?.durationMs ?? undefined,
       })),
+    pages,
   };
 }
 
@@ -362,10 +441,12 @@ function toRequestState(body: unknown, operation: string): RequestState {
     for (const [k, v] of Object.entries(env.data.systemMetadata?.properties ?? {})) {
       props[k] = String(v);
     }
+    const observed = Number(env.data.systemMetadata?.lastObserved);
     return {
       value: value.data,
       version: String(env.data.systemMetadata?.version ?? "1"),
       properties: props,
+      ...(Number.isFinite(observed) && observed > 0 ? { lastObserved: observed } : {}),
     };
   };
   const input = aspect(INPUT_ASPECT, inputSchema);

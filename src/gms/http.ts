@@ -36,6 +36,8 @@ export class GmsHttp {
   readonly #headers: Record<string, string>;
   readonly #timeoutMs: number;
   readonly #dispatcher: EnvHttpProxyAgent;
+  /** GMS's clock minus ours, from the latest `Date` header; undefined until one was seen. */
+  #clockOffsetMs: number | undefined;
 
   constructor(conn: GmsConnection) {
     this.server = conn.server.replace(/\/+$/, "");
@@ -104,6 +106,7 @@ export class GmsHttp {
         body = text;
       }
     }
+    this.#observeDate(res.headers.date);
     if (res.statusCode >= 200 && res.statusCode < 300) return { status: res.statusCode, body };
     const retryAfter = res.headers["retry-after"];
     throw new GmsError(
@@ -126,8 +129,26 @@ export class GmsHttp {
       headers,
       dispatcher: this.#dispatcher,
       signal: AbortSignal.timeout(this.#timeoutMs),
+    }).then((res) => {
+      this.#observeDate(res.headers.get("date") ?? undefined);
+      return res;
     }) as unknown as Promise<Response>;
   };
+
+  /**
+   * GMS's clock now: ours plus the offset seen in its latest `Date` header. Leases of a pool are
+   * judged on this clock, so agents whose hosts disagree on the time still agree on a lease.
+   */
+  serverNow(now = Date.now()): number {
+    return now + (this.#clockOffsetMs ?? 0);
+  }
+
+  #observeDate(header: string | string[] | undefined): void {
+    const value = Array.isArray(header) ? header[0] : header;
+    const at = value ? Date.parse(value) : NaN;
+    // The header has whole seconds: the server's time lies in [at, at + 1000).
+    if (Number.isFinite(at)) this.#clockOffsetMs = at + 500 - Date.now();
+  }
 
   get timeoutMs(): number {
     return this.#timeoutMs;

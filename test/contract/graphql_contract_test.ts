@@ -45,12 +45,12 @@ Deno.test({
       const coerced = getVariableValues(
         schema,
         op.variableDefinitions ?? [],
-        searchVariables(executorId, 20),
+        searchVariables(executorId, { count: 20 }),
       );
       assert.equal(coerced.errors, undefined, JSON.stringify(coerced.errors));
     }
     const broken = getVariableValues(schema, op.variableDefinitions ?? [], {
-      ...searchVariables("default", 20),
+      ...searchVariables("default", { count: 20 }),
       pendingFilters: [{ and: [{ field: "executorId", condition: "EQUALS" }] }],
     });
     assert.ok(broken.errors && broken.errors.length > 0, "a wrong enum value is caught");

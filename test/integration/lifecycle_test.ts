@@ -29,6 +29,16 @@ async function grandchildOf(s: Awaited<ReturnType<typeof setup>>, pid: number): 
   throw new Error("no grandchild recorded");
 }
 
+/** The state letter of a process (/proc/<pid>/stat field 3), undefined when it is gone. */
+function processState(pid: number): string | undefined {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[0];
+  } catch {
+    return undefined;
+  }
+}
+
 /** True when no live (non-zombie) process is left in the group. */
 function groupGone(pgid: number): boolean {
   if (!alive(-pgid)) return true;
@@ -63,10 +73,8 @@ Deno.test("cancel: a run that ignores SIGTERM and has a grandchild is CANCELLED 
   assert.match(r.report!, /Execution was cancelled by request\./);
   assert.match(r.report!, /cancelled by urn:li:corpuser:alice at \d{4}-\d\d-\d\dT/);
   assert.ok(groupGone(start.pgid), "the run's process group is gone");
-  assert.ok(
-    groupGone(grandchild) && !alive(grandchild) || groupGone(start.pgid),
-    "the grandchild is gone",
-  );
+  // The grandchild is in the run's group, but check the process itself: gone or a zombie.
+  assert.ok(!alive(grandchild) || processState(grandchild) === "Z", "the grandchild is gone");
   assert.equal(s.sim.resultWrites(urn).filter((w) => w.value.status !== "RUNNING").length, 1);
 });
 
@@ -246,15 +254,16 @@ Deno.test("GMS down (503, then refused connections) for 3× lease_ttl while runs
   const urns = [1, 2, 3].map((i) =>
     s.sim.createRequest({ args: { recipe: recipe({ sleep_ms: 500 * i, lines: 2 }) } })
   );
+  // The runs end within the lease (a run whose lease is lost is stopped: see gms_faults_test).
   await using agent = await s.startAgent({
-    agent: { lease_ttl: "1s", heartbeat_interval: "200ms" },
+    agent: { lease_ttl: "2s", heartbeat_interval: "200ms" },
   });
   for (const u of urns) await started(s, u);
   const stop503 = s.sim.addFault({ status: 503 });
-  await sleep(1500);
+  await sleep(3000);
   stop503();
   await s.sim.goDown();
-  await sleep(1500);
+  await sleep(3000);
   assert.ok(
     urns.every((u) => s.sim.result(u)?.value.status === "RUNNING"),
     "nothing could be written",
