@@ -197,6 +197,8 @@ export class Job {
       }
     }
     await beats?.stop();
+    // The recipe (secrets in clear) is gone before anyone can see the run as finished.
+    await this.#removeRunFiles(runDir);
     try {
       await this.#finish(status, structured, reportFileText);
     } catch (err) {
@@ -490,11 +492,16 @@ export class Job {
     });
   }
 
-  /** Removes the run directory except run.log (kept for operators; retention prunes it). */
-  async #cleanup(runDir: string): Promise<void> {
+  /** Removes the recipe and the CLI's report file (already read). */
+  async #removeRunFiles(runDir: string): Promise<void> {
     for (const name of ["recipe.json", "report.json"]) {
       await rm(path.join(runDir, name), { force: true }).catch(() => {});
     }
+  }
+
+  /** Removes the run directory except run.log (kept for operators; retention prunes it). */
+  async #cleanup(runDir: string): Promise<void> {
+    await this.#removeRunFiles(runDir);
     const kept = await stat(path.join(runDir, "run.log")).catch(() => undefined);
     if (!kept) await rm(runDir, { recursive: true, force: true }).catch(() => {});
   }
