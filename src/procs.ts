@@ -196,6 +196,7 @@ interface Killed {
 function killMarked(pid: number, marker: { name: string; value: string }, into: Killed): void {
   const pgid = processGroupOf(pid);
   if (pgid === undefined) return; // gone meanwhile
+  if (into.groups.has(pgid)) return; // its whole group was signalled already (it is dying)
   if (runGroup(pgid, marker) && signal(-pgid)) {
     into.killed.add(pgid);
     into.groups.add(pgid);
