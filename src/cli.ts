@@ -4,7 +4,6 @@
  * Also owns the process's signals: first SIGTERM/SIGINT drains, the second cancels runs now, the
  * third exits at once (repeats within 2 s count as one).
  */
-import { mkdir } from "node:fs/promises";
 import process from "node:process";
 import { Agent } from "./agent.ts";
 import { type AgentConfig, ConfigError, loadConfig } from "./config.ts";
@@ -13,6 +12,7 @@ import { GmsClient } from "./gms/client.ts";
 import { newIdentity } from "./identity.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { Outbox } from "./outbox.ts";
+import { ensurePrivateDir } from "./private_fs.ts";
 import { recoverRuns } from "./recovery.ts";
 import { Redactor } from "./redact.ts";
 import { StateDir } from "./state.ts";
@@ -116,6 +116,8 @@ async function run(config: AgentConfig, warnings: string[], io: Io): Promise<num
   if (config.datahub.systemClientSecret) {
     redactor.add("datahub.system_client_secret", config.datahub.systemClientSecret);
   }
+  const password = passwordOf(config.datahub.server);
+  if (password) redactor.add("datahub.server password", password);
   const log = createLogger({
     level: config.observability.logLevel,
     format: config.observability.logFormat,
@@ -124,10 +126,12 @@ async function run(config: AgentConfig, warnings: string[], io: Io): Promise<num
   for (const w of warnings) log.warn(w);
   const identity = newIdentity(config.executorId);
   try {
-    await mkdir(config.agent.workDir, { recursive: true, mode: 0o700 });
-    await mkdir(config.agent.stateDir, { recursive: true, mode: 0o700 });
+    // Recipes hold secrets while a run lasts: both directories are the agent user's alone.
+    for (const dir of [config.agent.stateDir, config.agent.workDir]) {
+      for (const w of await ensurePrivateDir(dir)) log.warn(w);
+    }
   } catch (err) {
-    log.error("cannot create the agent's directories", { error: err });
+    log.error("cannot use the agent's directories", { error: err });
     return 1;
   }
   const state = new StateDir(config.agent.stateDir, {
@@ -153,7 +157,7 @@ async function run(config: AgentConfig, warnings: string[], io: Io): Promise<num
     version: VERSION,
     executor_id: config.executorId,
     instance: identity.instanceId,
-    server: config.datahub.server,
+    server: withoutUserinfo(config.datahub.server),
     auth: gms.http.authKind,
     max_concurrent: config.agent.maxConcurrent,
   });
@@ -218,4 +222,26 @@ function installSignals(agent: Agent, config: AgentConfig, log: Logger, state: S
       process.off("SIGINT", handler);
     },
   };
+}
+
+/** A URL as it may be logged: user and password (if any) replaced. */
+export function withoutUserinfo(server: string): string {
+  try {
+    const url = new URL(server);
+    if (!url.username && !url.password) return server;
+    url.username = "***";
+    url.password = "";
+    return url.toString().replace(/\/$/, "");
+  } catch {
+    return server.replace(/\/\/[^/@]*@/, "//***@");
+  }
+}
+
+function passwordOf(server: string): string | undefined {
+  try {
+    const pw = new URL(server).password;
+    return pw ? decodeURIComponent(pw) : undefined;
+  } catch {
+    return undefined;
+  }
 }

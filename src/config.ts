@@ -52,6 +52,10 @@ export interface AgentConfig {
     readonly logRetentionBytes: number;
     /** After this long without output, progress reports say the logs look stale. */
     readonly staleOutputMs: number;
+    /** Extra variables of the agent's environment a run sees (names, or prefixes ending in *). */
+    readonly passEnv: readonly string[];
+    /** `${NAME}` falls back to the agent's environment only for names with this prefix. */
+    readonly envSecretsPrefix: string;
   };
   readonly observability: {
     readonly listen: string;
@@ -170,7 +174,8 @@ const nativeSchema = z.strictObject({
     cancel_grace: duration().default(30_000),
     shutdown_timeout: duration().default(300_000),
     state_dir: nonEmpty.default("~/.local/state/ingest-agent"),
-    work_dir: nonEmpty.default("/tmp/ingest-agent"),
+    // Empty: <state_dir>/work (private to the agent's user, never a shared /tmp).
+    work_dir: z.string().default(""),
     max_request_age: duration(1_000).default(86_400_000),
     result_retry_for: duration().default(86_400_000),
   }).prefault({}),
@@ -187,6 +192,14 @@ const nativeSchema = z.strictObject({
     log_retention: duration().default(7 * 86_400_000),
     log_retention_bytes: bytes.default(1024 ** 3),
     stale_output_warning: duration(1_000).default(120_000),
+    pass_env: z.array(
+      z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*\*?$/, {
+        error: "expected a variable name, or a prefix ending in * (e.g. AWS_*)",
+      }),
+    ).default([]),
+    env_secrets_prefix: z.string().regex(/^[A-Za-z0-9_]*$/, {
+      error: "expected the start of a variable name (letters, digits, _)",
+    }).default(""),
   }).prefault({}),
   observability: z.strictObject({
     listen: z.string().default(""),
@@ -369,7 +382,9 @@ export function compileConfig(raw: unknown, options: CompileOptions = {}): Loade
       cancelGraceMs: c.agent.cancel_grace,
       shutdownTimeoutMs: c.agent.shutdown_timeout,
       stateDir: expandHome(c.agent.state_dir, home),
-      workDir: expandHome(c.agent.work_dir, home),
+      workDir: c.agent.work_dir
+        ? expandHome(c.agent.work_dir, home)
+        : path.join(expandHome(c.agent.state_dir, home), "work"),
       maxRequestAgeMs: c.agent.max_request_age,
       resultRetryForMs: c.agent.result_retry_for,
     },
@@ -381,6 +396,8 @@ export function compileConfig(raw: unknown, options: CompileOptions = {}): Loade
       logRetentionMs: c.ingestion.log_retention,
       logRetentionBytes: c.ingestion.log_retention_bytes,
       staleOutputMs: c.ingestion.stale_output_warning,
+      passEnv: Object.freeze([...c.ingestion.pass_env]),
+      envSecretsPrefix: c.ingestion.env_secrets_prefix,
     },
     observability: {
       listen: c.observability.listen,
@@ -388,7 +405,33 @@ export function compileConfig(raw: unknown, options: CompileOptions = {}): Loade
       logFormat: c.observability.log_format,
     },
   };
+  const plain = plainHttpWarning(config.datahub);
+  if (plain) warnings.push(plain);
   return { config: deepFreeze(config), warnings, form };
+}
+
+/**
+ * Credentials sent in clear: `http://` to a host that is not this machine, with a token or system
+ * client credentials. A warning, not an error (a sidecar proxy may terminate TLS on the host).
+ */
+export function plainHttpWarning(
+  datahub: { server: string; token: string; systemClientId: string },
+): string | undefined {
+  if (!datahub.token && !datahub.systemClientId) return undefined;
+  let url: URL;
+  try {
+    url = new URL(datahub.server);
+  } catch {
+    return undefined;
+  }
+  if (url.protocol !== "http:" || isLoopbackHost(url.hostname)) return undefined;
+  return `datahub.server ${url.protocol}//${url.host} is plain HTTP to another host: the ` +
+    `${datahub.systemClientId ? "system client secret" : "token"} travels in clear; use https://`;
+}
+
+function isLoopbackHost(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, "").toLowerCase();
+  return h === "localhost" || h.endsWith(".localhost") || /^127\./.test(h) || h === "::1";
 }
 
 /** Reads, parses and compiles a configuration file. */

@@ -63,7 +63,7 @@ Deno.test("compileConfig: an empty file gives the documented defaults", () => {
       cancelGraceMs: 30_000,
       shutdownTimeoutMs: 5 * 60_000,
       stateDir: `${HOME}/.local/state/ingest-agent`,
-      workDir: "/tmp/ingest-agent",
+      workDir: `${HOME}/.local/state/ingest-agent/work`,
       maxRequestAgeMs: 24 * 3_600_000,
       resultRetryForMs: 24 * 3_600_000,
     });
@@ -75,9 +75,39 @@ Deno.test("compileConfig: an empty file gives the documented defaults", () => {
       logRetentionMs: 7 * 86_400_000,
       logRetentionBytes: 1024 ** 3,
       staleOutputMs: 2 * 60_000,
+      passEnv: [],
+      envSecretsPrefix: "",
     });
     assert.deepEqual(config.observability, { listen: "", logLevel: "info", logFormat: "auto" });
   }
+});
+
+Deno.test("compileConfig: pass_env and env_secrets_prefix are checked", () => {
+  const { config } = compile({
+    ingestion: { pass_env: ["AWS_*", "JAVA_HOME"], env_secrets_prefix: "RECIPE_" },
+  });
+  assert.deepEqual(config.ingestion.passEnv, ["AWS_*", "JAVA_HOME"]);
+  assert.equal(config.ingestion.envSecretsPrefix, "RECIPE_");
+  assert.throws(() => compile({ ingestion: { pass_env: ["AWS-*"] } }), /ingestion\.pass_env\.0/);
+  assert.throws(() => compile({ ingestion: { pass_env: ["*"] } }), /ingestion\.pass_env\.0/);
+  assert.throws(
+    () => compile({ ingestion: { env_secrets_prefix: "A B" } }),
+    /ingestion\.env_secrets_prefix/,
+  );
+});
+
+Deno.test("compileConfig: plain HTTP with credentials to another host is a warning", () => {
+  const remote = compile({ datahub: { server: "http://gms.example.com:8080", token: "t0ken" } });
+  assert.equal(remote.warnings.length, 1);
+  assert.match(remote.warnings[0]!, /plain HTTP to another host: the token travels in clear/);
+  for (const server of ["http://localhost:8080", "http://127.0.0.1:8080", "http://[::1]:8080"]) {
+    assert.deepEqual(compile({ datahub: { server, token: "t0ken" } }).warnings, [], server);
+  }
+  assert.deepEqual(
+    compile({ datahub: { server: "https://gms.example.com", token: "t" } }).warnings,
+    [],
+  );
+  assert.deepEqual(compile({ datahub: { server: "http://gms.example.com" } }).warnings, []);
 });
 
 Deno.test("compileConfig: explicit values are compiled (durations to ms, sizes to bytes)", () => {

@@ -34,6 +34,10 @@ export type ErrorCode =
   | "SECRET_MISSING"
   /** GMS refused to decrypt secrets for our credentials. */
   | "SECRET_ACCESS_DENIED"
+  /** A `${NAME}` is not in DataHub, and the agent's environment may not provide it. */
+  | "SECRET_NOT_ALLOWED"
+  /** A directory or file the agent must own privately is not safe to use. */
+  | "PATH_UNSAFE"
   /** The request names a task this agent does not run. */
   | "TASK_UNSUPPORTED"
   /** A task argument (extra_env_vars, …) is malformed. */

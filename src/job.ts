@@ -10,7 +10,7 @@
  * `run()` never throws and ends in one terminal status, unless the request was fenced (someone
  * else changed its result), in which case we write nothing more.
  */
-import { mkdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { readFile, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import type { AgentConfig } from "./config.ts";
 import { AgentError, coerceError } from "./errors.ts";
@@ -34,6 +34,8 @@ import { Reporter } from "./reporter.ts";
 import type { RunRecord, StateDir } from "./state.ts";
 import type { RequestInput, RequestState, TerminalStatus } from "./request.ts";
 import { RunLog } from "./run_log.ts";
+import { freshRunDir } from "./private_fs.ts";
+import { credentialVariables, envSecretRefusal, runEnvironment } from "./run_env.ts";
 import { resolveSecrets } from "./secrets.ts";
 import { type Note, summaryText, terminalResult } from "./summary.ts";
 
@@ -222,7 +224,14 @@ export class Job {
     const recipe = parseRecipe(args.recipe ?? "");
     const type = sourceType(recipe);
     const names = secretNames(recipe);
-    const secrets = await resolveSecrets(names, this.#deps.gms, this.#deps.env);
+    const withheld = credentialVariables(this.#deps.env, config.datahub);
+    const prefix = config.ingestion.envSecretsPrefix;
+    const secrets = await resolveSecrets(
+      names,
+      this.#deps.gms,
+      this.#deps.env,
+      (name) => envSecretRefusal(name, withheld, prefix),
+    );
     for (const [name, value] of secrets.values) this.#redactor.add(name, value);
     this.#deps.redactor.addAll(this.#redactor);
     for (const note of secrets.notes) this.#note("INFO", note);
@@ -236,6 +245,14 @@ export class Job {
       );
     }
     const extraEnv = parseExtraEnv(args.extra_env_vars);
+    // extra_env_vars often carry credentials (AWS keys, passwords): masked like secrets.
+    for (const [name, value] of Object.entries(extraEnv)) {
+      this.#redactor.add(`extra_env_vars.${name}`, value);
+    }
+    this.#deps.redactor.addAll(this.#redactor);
+    // Journaled (0600, removed with the run) so that an agent restarted after a crash can still
+    // mask this run's secrets in what it reports.
+    this.#journal({ masks: this.#redactor.patterns() });
     for (const key of ["extra_pip_requirements", "extra_pip_plugins"] as const) {
       const list = parseJsonList(key, args[key]);
       if (list.length > 0) {
@@ -250,8 +267,7 @@ export class Job {
     if (this.#cancel) return undefined;
 
     const finalRecipe = withRunId(substituteSecrets(recipe, secrets.values), this.id);
-    await rm(runDir, { recursive: true, force: true });
-    await mkdir(runDir, { recursive: true, mode: 0o700 });
+    await freshRunDir(runDir);
     const recipePath = path.join(runDir, "recipe.json");
     const reportPath = path.join(runDir, "report.json");
     await writeFile(recipePath, JSON.stringify(finalRecipe), { mode: 0o600, flag: "wx" });
@@ -269,11 +285,13 @@ export class Job {
         "--report-to",
         reportPath,
       ];
-    const env: Record<string, string> = {};
-    for (const [k, v] of Object.entries(this.#deps.env)) if (v !== undefined) env[k] = v;
-    Object.assign(env, extraEnv);
-    if (!hasSink(recipe)) Object.assign(env, this.#gmsEnv());
-    env[RUN_MARKER_ENV] = this.#token;
+    const env = runEnvironment(this.#deps.env, {
+      passEnv: config.ingestion.passEnv,
+      extra: extraEnv,
+      ...(hasSink(recipe) ? {} : { gms: this.#gmsEnv() }),
+      withheld,
+      marker: { name: RUN_MARKER_ENV, value: this.#token },
+    });
 
     this.#runLog = new RunLog({ file: path.join(runDir, "run.log"), redact: this.#mask });
     const runLog = this.#runLog;

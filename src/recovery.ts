@@ -20,7 +20,7 @@ import { RUN_MARKER_ENV } from "./job.ts";
 import type { Logger } from "./log.ts";
 import type { Outbox } from "./outbox.ts";
 import { killRunGroup } from "./procs.ts";
-import type { Redactor } from "./redact.ts";
+import { Redactor } from "./redact.ts";
 import type { ResultValue, TerminalStatus } from "./request.ts";
 import type { RunRecord, StateDir } from "./state.ts";
 import { summaryText, terminalResult } from "./summary.ts";
@@ -110,16 +110,21 @@ export function recoveredStatus(run: RunRecord): { status: TerminalStatus; messa
 async function recoveredResult(
   run: RunRecord,
   id: Identity,
-  redactor: Redactor,
+  agentRedactor: Redactor,
 ): Promise<ResultValue> {
   const now = Date.now();
+  // The agent-wide masks (its own credentials) plus the run's, saved in the journal.
+  const redactor = new Redactor();
+  redactor.addAll(agentRedactor);
+  redactor.addPatterns(run.masks ?? []);
   const { status, message } = recoveredStatus(run);
   const raw = await readFile(path.join(run.runDir, "report.json"), "utf8")
     .then((t) => (JSON.parse(t), t)).catch(() => undefined);
   const structured = run.exit && raw !== undefined ? redactor.mask(raw) : undefined;
-  const logs = await readFile(path.join(run.runDir, "run.log"), "utf8").then((t) =>
-    t.slice(-200_000)
-  ).catch(() => "");
+  const logs = redactor.mask(
+    await readFile(path.join(run.runDir, "run.log"), "utf8").then((t) => t.slice(-200_000))
+      .catch(() => ""),
+  );
   const report = redactor.mask(summaryText({
     task: run.task,
     status,

@@ -40,6 +40,17 @@ export class Redactor {
     this.#regex = undefined;
   }
 
+  /** The masked forms (kept in the 0600 journal, so a restarted agent still masks a run). */
+  patterns(): string[] {
+    return [...this.#patterns];
+  }
+
+  /** Adds masked forms saved by `patterns()`. */
+  addPatterns(patterns: readonly string[]): void {
+    for (const p of patterns) if (p.length >= MIN_SECRET_LENGTH) this.#patterns.add(p);
+    this.#regex = undefined;
+  }
+
   get size(): number {
     return this.#patterns.size;
   }

@@ -5,6 +5,7 @@
  * can read what the UI report leaves out.
  */
 import { createWriteStream, type WriteStream } from "node:fs";
+import { openNewPrivateFile } from "./private_fs.ts";
 
 export const HEAD_BYTES = 64 * 1024;
 export const TAIL_LINES = 2000;
@@ -37,8 +38,9 @@ export class RunLog {
     this.#redact = options.redact ?? ((l) => l);
     this.#maxHead = options.headBytes ?? HEAD_BYTES;
     this.#maxTail = options.tailLines ?? TAIL_LINES;
+    // A new file, never one that exists already or a symbolic link in its place.
     this.#file = options.file
-      ? createWriteStream(options.file, { flags: "a", mode: 0o600 })
+      ? createWriteStream(options.file, { fd: openNewPrivateFile(options.file) })
       : undefined;
     this.#file?.on("error", () => {}); // a full disk must not crash the agent; the report still has head+tail
   }

@@ -17,6 +17,8 @@ export async function resolveSecrets(
   names: string[],
   gms: Pick<GmsApi, "secretValues">,
   env: Record<string, string | undefined>,
+  /** Why the environment may not answer `name` (run_env.ts `envSecretRefusal`), if it may not. */
+  refuse: (name: string) => string | undefined = () => undefined,
 ): Promise<ResolvedSecrets> {
   const values = new Map<string, string>();
   const notes: string[] = [];
@@ -37,9 +39,23 @@ export async function resolveSecrets(
       );
     } else throw err;
   }
+  const refused: string[] = [];
   for (const name of names) {
-    const value = fromDataHub.get(name) ?? env[name];
-    if (value !== undefined) values.set(name, value);
+    const stored = fromDataHub.get(name);
+    if (stored !== undefined) {
+      values.set(name, stored);
+      continue;
+    }
+    if (env[name] === undefined) continue;
+    const why = refuse(name);
+    if (why) refused.push(why);
+    else values.set(name, env[name]!);
+  }
+  if (refused.length > 0) {
+    throw new AgentError(
+      "SECRET_NOT_ALLOWED",
+      `secret ${refused.join("; ")}: define it in DataHub (Ingestion → Secrets)`,
+    );
   }
   const missing = names.filter((n) => !values.has(n));
   if (denied) {

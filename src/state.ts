@@ -63,6 +63,12 @@ export interface RunRecord {
   cancel?: "user" | "timeout" | "shutdown" | "fenced" | "lease";
   /** The last result version we know we wrote. */
   version?: string;
+  /**
+   * The run's masked forms of its secrets (redact.ts `patterns`): this file is 0600 in a 0700
+   * directory and removed with the run, like the recipe; a restarted agent needs them to mask
+   * what the run printed before it reports it.
+   */
+  masks?: string[];
   /** Captured once the CLI exited. */
   exit?: { code: number | null; signal: string | null };
 }

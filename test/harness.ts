@@ -143,9 +143,19 @@ const HIDE_NODE =
 /** Starts the agent with a config file. */
 export function spawnAgent(
   configFile: string,
-  options: { env?: Record<string, string>; clearEnv?: boolean; hideNode?: boolean } = {},
+  options: {
+    env?: Record<string, string>;
+    clearEnv?: boolean;
+    hideNode?: boolean;
+    /** In a network namespace of its own (loopback down): no packet can leave the machine. */
+    isolatedNet?: boolean;
+  } = {},
 ): AgentProcess {
   let { command, args } = agentCommand();
+  if (options.isolatedNet) {
+    args = ["-n", command, ...args];
+    command = "/usr/bin/unshare";
+  }
   if (options.hideNode) {
     // A private mount namespace in which every node binary on PATH is an unusable empty file.
     args = ["-m", "/bin/sh", "-c", `${HIDE_NODE} && exec "$0" "$@"`, command, ...args];
