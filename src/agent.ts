@@ -14,7 +14,7 @@ import PQueue from "p-queue";
 import { type ClaimOutcome, claimRequest, settleClaim } from "./claim.ts";
 import { GmsError, isRetryable } from "./errors.ts";
 import type { Discovery, GmsApi, PageInfo, RunningSummary } from "./gms/client.ts";
-import { APP_SOURCE, ownerLine } from "./identity.ts";
+import { APP_SOURCE, newToken, ownerLine } from "./identity.ts";
 import { type ClaimedRequest, Job, type JobDeps, runDirName } from "./job.ts";
 import { Poller } from "./poller.ts";
 import { sleep } from "./process.ts";
@@ -195,7 +195,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     if (this.#state !== "running") return;
     const { config } = this.#d;
     await this.#settleUncertain();
-    const free = config.agent.maxConcurrent - this.#queue.pending - this.#queue.size;
+    const free = this.#freeSlots();
     const count = Math.min(100, Math.max(10, free * 3));
     const found = await this.#d.gms.discover(config.executorId, {
       count,
@@ -203,24 +203,28 @@ export class Agent extends EventEmitter<AgentEvents> {
       runningStart: this.#runningStart,
     });
     this.emit("polled", { pending: found.pending.length, running: found.running.length });
-    let attempted = 0;
+    // Whether this page led anywhere: a claim decided (won, lost, cancelled, uncertain) or a
+    // stale request closed. Skips and per-candidate errors do not count.
+    let progressed = false;
     for (const c of spreadClaims(found.pending, free)) {
       if (this.#state !== "running") break;
       if (this.#jobs.has(c.urn) || this.#uncertain.has(c.urn)) continue;
       const fast = FAST_TASKS.has(c.task);
-      const slots = config.agent.maxConcurrent - this.#queue.pending - this.#queue.size;
-      const fastFree = this.#fastQueue.pending + this.#fastQueue.size === 0;
+      const slots = this.#freeSlots();
+      const fastFree = this.#fastQueue.pending + this.#fastQueue.size === 0 &&
+        ![...this.#uncertain.values()].some((u) => u.useReservedSlot);
       if (slots <= 0 && !(fast && fastFree)) continue;
-      attempted++;
       // GMS's clock, not ours: requestedAt was stamped by GMS or the UI's host.
       const now = this.#d.gms.serverNow();
-      if (c.requestedAt !== undefined && now - c.requestedAt > config.agent.maxRequestAgeMs) {
-        await this.#perCandidate(c, () => this.#abortStale(c, now));
-        continue;
-      }
-      await this.#perCandidate(c, () => this.#claim(c, fast && slots <= 0));
+      const stale = c.requestedAt !== undefined &&
+        now - c.requestedAt > config.agent.maxRequestAgeMs;
+      const done = await this.#perCandidate(
+        c,
+        () => stale ? this.#abortStale(c, now) : this.#claim(c, fast && slots <= 0),
+      );
+      progressed ||= done;
     }
-    this.#advancePages(found, attempted > 0 || free <= 0);
+    this.#advancePages(found, progressed || free <= 0);
     await this.#reap(found.running);
   }
 
@@ -229,13 +233,22 @@ export class Agent extends EventEmitter<AgentEvents> {
    * else is about this one candidate (a request GMS cannot render, a refused write) and must not
    * keep the others from being claimed.
    */
-  async #perCandidate(c: Candidate, fn: () => Promise<void>): Promise<void> {
+  async #perCandidate(c: Candidate, fn: () => Promise<boolean>): Promise<boolean> {
     try {
-      await fn();
+      return await fn();
     } catch (err) {
       if (isRetryable(err) || (err instanceof GmsError && err.code === "GMS_AUTH")) throw err;
       this.#d.log.warn("skipping a request this poll", { urn: c.urn, error: err });
+      return false;
     }
+  }
+
+  /** Slots free for a claim: a claim still being settled holds its slot like a job. */
+  #freeSlots(): number {
+    let uncertain = 0;
+    for (const u of this.#uncertain.values()) if (!u.useReservedSlot) uncertain++;
+    return this.#d.config.agent.maxConcurrent - this.#queue.pending - this.#queue.size -
+      uncertain;
   }
 
   /**
@@ -253,10 +266,12 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.#runningStart = next(found.pages.running);
   }
 
-  async #claim(c: Candidate, useReservedSlot: boolean): Promise<void> {
+  /** Claims one candidate; true when the claim was decided (not skipped). */
+  async #claim(c: Candidate, useReservedSlot: boolean): Promise<boolean> {
     const { config, identity } = this.#d;
     const outcome = await claimRequest(this.#d.gms, c.urn, identity, config.agent.leaseTtlMs);
     this.#claimed(c.urn, c.task, outcome, useReservedSlot);
+    return outcome.kind !== "skip";
   }
 
   #claimed(urn: string, task: string, outcome: ClaimOutcome, useReservedSlot: boolean): void {
@@ -320,7 +335,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   }
 
   /** A request nobody picked up within max_request_age is closed, so it stops showing as Pending. */
-  async #abortStale(c: Candidate, now: number): Promise<void> {
+  async #abortStale(c: Candidate, now: number): Promise<boolean> {
     const { config, identity, log } = this.#d;
     const waited = now - (c.requestedAt ?? 0);
     const outcome = await claimRequest(
@@ -343,6 +358,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       log.warn("closed a request that waited too long", { urn: c.urn, waited_ms: waited });
       this.emit("reaped", { urn: c.urn, status: "ABORTED" });
     }
+    return outcome.kind !== "skip";
   }
 
   /** Whether this agent itself holds the request: a job, a result on its way, a claim to settle. */
@@ -431,7 +447,8 @@ export class Agent extends EventEmitter<AgentEvents> {
       }; the run was aborted. Its outcome is unknown: run it again.`;
     const now = Date.now();
     const start = result.value.startTimeMs ?? now;
-    // Closing with the owner's token would let it pass for the owner's own result: ours is new.
+    // Closing with the owner's token would let it pass for the owner's own result: ours is new,
+    // so a write of the owner's between our read and our write makes this one "taken".
     const outcome = await writeOwned(gms, {
       urn: state.urn,
       value: {
@@ -444,8 +461,7 @@ export class Agent extends EventEmitter<AgentEvents> {
         ),
       },
       version: result.version,
-      token: props.claimToken ?? "",
-      instances: [owner],
+      token: newToken(),
       identity,
       leaseTtlMs: ttl,
       attempts: 1,

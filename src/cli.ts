@@ -163,11 +163,11 @@ async function run(config: AgentConfig, warnings: string[], io: Io): Promise<num
   });
   const signals = installSignals(agent, config, log, state);
   try {
-    const pending = await outbox.resume();
-    if (pending > 0) {
-      log.info("delivering results left by the previous start", { results: pending });
+    const resumed = await outbox.resume();
+    if (resumed.length > 0) {
+      log.info("delivering results left by the previous start", { results: resumed.length });
     }
-    await recoverRuns({ state, outbox, identity, log, redactor });
+    await recoverRuns({ state, outbox, identity, log, redactor, resumed });
     agent.start(); // a no-op when a signal during recovery already stopped the agent
     await signals.stopped;
   } finally {

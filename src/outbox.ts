@@ -7,7 +7,8 @@
  * is no longer ours is never overwritten, a RUNNING result that is still ours is written again on
  * its new version. Retries come at least every lease_ttl / 4, so a result waiting for GMS keeps
  * the lease alive as soon as GMS answers again, before any peer may reap the request. A result
- * refused as too large (413) is retried smaller (summary.ts `smaller`).
+ * refused as too large (413) is retried smaller (summary.ts `smaller`). Retry-After is honoured up
+ * to lease_ttl / 4.
  */
 import { backoffDelay, GmsError, isRetryable } from "./errors.ts";
 import type { GmsApi } from "./gms/client.ts";
@@ -58,13 +59,13 @@ export class Outbox {
     return { delivery: this.#start(saved) };
   }
 
-  /** Delivers what a previous run of the agent left in the outbox. */
-  async resume(): Promise<number> {
+  /** Delivers what a previous run of the agent left in the outbox; returns their ids. */
+  async resume(): Promise<string[]> {
     const pending = await this.#o.state.listResults();
     for (const rec of pending) {
       if (!this.#inflight.has(rec.urn)) void this.#start({ ...rec, version: undefined });
     }
-    return pending.length;
+    return pending.map((r) => r.id);
   }
 
   /** Resolves true when every delivery ended, false if timeoutMs passed first. */
@@ -92,7 +93,8 @@ export class Outbox {
   async #deliver(rec: OutboxRecord): Promise<DeliveryOutcome> {
     const { gms, identity, log, state } = this.#o;
     const deadline = rec.createdAt + this.#o.retryForMs;
-    const maxWait = Math.max(1_000, Math.min(60_000, this.#o.leaseTtlMs / 4));
+    // At least every lease_ttl / 4, so a result waiting for GMS is written before peers may reap.
+    const maxWait = Math.max(250, Math.min(60_000, this.#o.leaseTtlMs / 4));
     const writeId = rec.writeId ?? newWriteId();
     let value: ResultValue = rec.value;
     let version = rec.version;
@@ -175,8 +177,9 @@ export class Outbox {
       // 401/403 do not fix themselves: retry slowly, and say what to fix every time.
       const auth = error instanceof GmsError && error.code === "GMS_AUTH";
       let wait = auth ? 60_000 : backoffDelay(attempt, this.#o.baseDelayMs ?? 500, maxWait);
+      // Retry-After is honoured up to lease_ttl / 4: past that, peers could reap the request.
       if (error instanceof GmsError && error.retryAfterMs !== undefined) {
-        wait = Math.max(wait, error.retryAfterMs);
+        wait = Math.max(wait, Math.min(error.retryAfterMs, maxWait));
       }
       wait = Math.min(wait, Math.max(0, deadline - Date.now()));
       const level = auth ? "error" : attempt === 0 || attempt % 10 === 0 ? "warn" : "debug";

@@ -26,11 +26,22 @@ import type { RunRecord, StateDir } from "./state.ts";
 import { summaryText, terminalResult } from "./summary.ts";
 
 export async function recoverRuns(
-  deps: { state: StateDir; outbox: Outbox; identity: Identity; log: Logger; redactor: Redactor },
+  deps: {
+    state: StateDir;
+    outbox: Outbox;
+    identity: Identity;
+    log: Logger;
+    redactor: Redactor;
+    /** Results `outbox.resume()` took (they may be delivered and gone from disk by now). */
+    resumed?: readonly string[];
+  },
 ): Promise<number> {
   const { state, outbox, log } = deps;
   const runs = await state.listRuns();
-  const queued = new Set((await state.listResults()).map((r) => r.id));
+  const queued = new Set([
+    ...(deps.resumed ?? []),
+    ...(await state.listResults()).map((r) => r.id),
+  ]);
   for (const run of runs) {
     const killed = await killRunGroup({
       pgid: run.pgid,
