@@ -5,17 +5,17 @@
  * third exits at once (repeats within 2 s count as one).
  */
 import process from "node:process";
-import { Agent } from "./agent.ts";
-import { type AgentConfig, ConfigError, loadConfig } from "./config.ts";
+import { Agent } from "./pool/agent.ts";
+import { type AgentConfig, ConfigError, loadConfig } from "./config/config.ts";
 import { AgentError } from "./errors.ts";
 import { GmsClient } from "./gms/client.ts";
 import { newIdentity } from "./identity.ts";
-import { createLogger, type Logger } from "./log.ts";
-import { Outbox } from "./outbox.ts";
-import { ensurePrivateDir } from "./private_fs.ts";
-import { recoverRuns } from "./recovery.ts";
-import { Redactor } from "./redact.ts";
-import { StateDir } from "./state.ts";
+import { createLogger, type Logger } from "./observe/log.ts";
+import { Outbox } from "./state/outbox.ts";
+import { ensurePrivateDir } from "./state/private_fs.ts";
+import { recoverRuns } from "./pool/recovery.ts";
+import { Redactor } from "./run/redact.ts";
+import { StateDir } from "./state/state_dir.ts";
 import { VERSION } from "./version.ts";
 
 const USAGE = `ingest-agent ${VERSION}: runs DataHub ingestion requests close to the data.

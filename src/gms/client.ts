@@ -1,4 +1,9 @@
 /**
+ * gms/ owns talking to GMS: the HTTP transport (http.ts), every GraphQL document
+ * (operations.ts), discovery (discovery.ts), the typed client (this file) and the rule for
+ * result writes whose answer was lost (result_write.ts). It may import observe/, config/ and the
+ * vocabulary; never state/, run/ or pool/.
+ *
  * GmsClient: the operations the agent performs on GMS, one method each, typed in and out, every
  * payload checked with zod. No retries here (the callers own the retry policy of each operation,
  * see poller.ts, reporter.ts and outbox.ts).
@@ -9,9 +14,8 @@
 import { ClientError, GraphQLClient } from "graphql-request";
 import { z } from "zod";
 import { AgentError, codeForStatus, GmsError } from "../errors.ts";
-import type { Logger } from "../log.ts";
+import type { Logger } from "../observe/log.ts";
 import {
-  type Candidate,
   ENTITY,
   idOf,
   INPUT_ASPECT,
@@ -26,42 +30,18 @@ import {
   type Versioned,
 } from "../request.ts";
 import { type GmsConnection, GmsHttp, networkError, parseRetryAfter } from "./http.ts";
-import { DISCOVER_LIST, DISCOVER_SEARCH, GET_SECRET_VALUES } from "./operations.ts";
+import {
+  badResponse,
+  discoverList,
+  discoverSearch,
+  type Discovery,
+  type DiscoveryPages,
+  type GraphqlQuery,
+} from "./discovery.ts";
+import { GET_SECRET_VALUES } from "./operations.ts";
 
-/** A request someone holds (status RUNNING), as search sees it. */
-export interface RunningSummary {
-  urn: string;
-  executorId: string;
-  startTimeMs: number | undefined;
-  /** Heartbeats write durationMs = time since start, so start + duration ≈ the last heartbeat. */
-  durationMs: number | undefined;
-}
-
-/** Where one result set of discovery stands: which page was asked for and what came back. */
-export interface PageInfo {
-  start: number;
-  /** Entities GMS returned on this page (before the agent's own filtering). */
-  returned: number;
-  /** All matches GMS knows of (search's `total`). */
-  total: number;
-}
-
-export interface Discovery {
-  pending: Candidate[];
-  running: RunningSummary[];
-  pages: { pending: PageInfo; running: PageInfo };
-}
-
-/**
- * Which page of each result set to ask for. The pending page normally starts at 0 (oldest
- * first); the running page walks through all RUNNING requests, one page per poll, so requests
- * that nobody reaps (another executor's) cannot hide ours behind them.
- */
-export interface DiscoveryPages {
-  count: number;
-  pendingStart?: number;
-  runningStart?: number;
-}
+export type { Discovery, DiscoveryPages, PageInfo, RunningSummary } from "./discovery.ts";
+export { listVariables, searchVariables } from "./discovery.ts";
 
 export type DiscoveryMode = "search" | "list";
 
@@ -101,27 +81,6 @@ const aspectEnvelope = z.object({
 }).loose();
 const entitySchema = z.object({ urn: z.string() }).catchall(z.unknown());
 
-const searchEntity = z.object({
-  urn: z.string(),
-  input: z.object({
-    task: z.string(),
-    executorId: z.string().nullish(),
-    requestedAt: z.number().nullish(),
-  }).nullish(),
-  result: z.object({
-    status: z.string(),
-    startTimeMs: z.number().nullish(),
-    durationMs: z.number().nullish(),
-  }).nullish(),
-});
-const searchPage = z.object({
-  total: z.number().nullish(),
-  searchResults: z.array(z.object({ entity: searchEntity.or(z.object({ urn: z.string() })) })),
-}).nullish();
-const listPage = z.object({
-  total: z.number().nullish(),
-  executionRequests: z.array(searchEntity),
-}).nullish();
 const secretValues = z.array(z.object({ name: z.string(), value: z.string() })).nullish();
 
 export class GmsClient implements GmsApi {
@@ -144,6 +103,9 @@ export class GmsClient implements GmsApi {
   get mode(): DiscoveryMode | undefined {
     return this.#mode;
   }
+
+  readonly #query: GraphqlQuery = (operation, document, variables) =>
+    this.graphql(operation, document, variables);
 
   /** One GraphQL request; errors become GmsError (auth, rejected, unreachable). */
   async graphql<T>(
@@ -216,9 +178,9 @@ export class GmsClient implements GmsApi {
 
   async discover(executorId: string, pages: DiscoveryPages): Promise<Discovery> {
     const mode = await this.#discoveryMode();
-    if (mode === "list") return this.#discoverList(executorId, pages);
+    if (mode === "list") return discoverList(this.#query, executorId, pages);
     try {
-      const found = await this.#discoverSearch(executorId, pages);
+      const found = await discoverSearch(this.#query, executorId, pages);
       if (!this.#mode) this.#setMode("search", "the search query was accepted");
       return found;
     } catch (err) {
@@ -228,45 +190,10 @@ export class GmsClient implements GmsApi {
         /ExecutionRequest/.test(err.message)
       ) {
         this.#setMode("list", "GMS rejected the search query (before v1.2.0)");
-        return this.#discoverList(executorId, pages);
+        return discoverList(this.#query, executorId, pages);
       }
       throw err;
     }
-  }
-
-  async #discoverSearch(executorId: string, pages: DiscoveryPages): Promise<Discovery> {
-    const data = await this.graphql<unknown>(
-      "discover",
-      DISCOVER_SEARCH,
-      searchVariables(executorId, pages),
-    );
-    const parsed = z.object({ pending: searchPage, running: searchPage }).safeParse(data);
-    if (!parsed.success) throw badResponse("discover", parsed.error);
-    const entities = (page: z.infer<typeof searchPage>) =>
-      (page?.searchResults ?? []).map((r) => r.entity).filter((
-        e,
-      ): e is z.infer<typeof searchEntity> => "input" in e);
-    const { pending, running } = parsed.data;
-    return toDiscovery(entities(pending), entities(running), executorId, {
-      pending: pageInfo(pages.pendingStart, pending?.searchResults.length, pending?.total),
-      running: pageInfo(pages.runningStart, running?.searchResults.length, running?.total),
-    });
-  }
-
-  async #discoverList(executorId: string, pages: DiscoveryPages): Promise<Discovery> {
-    const data = await this.graphql<unknown>("discover", DISCOVER_LIST, listVariables(pages));
-    const parsed = z.object({ pending: listPage, running: listPage }).safeParse(data);
-    if (!parsed.success) throw badResponse("discover", parsed.error);
-    const { pending, running } = parsed.data;
-    return toDiscovery(
-      pending?.executionRequests ?? [],
-      running?.executionRequests ?? [],
-      executorId,
-      {
-        pending: pageInfo(pages.pendingStart, pending?.executionRequests.length, pending?.total),
-        running: pageInfo(pages.runningStart, running?.executionRequests.length, running?.total),
-      },
-    );
   }
 
   async readRequest(urn: string): Promise<RequestState | undefined> {
@@ -360,73 +287,6 @@ export class GmsClient implements GmsApi {
   }
 }
 
-/** Variables of DISCOVER_SEARCH: requests routed to `executorId`, without a result / RUNNING. */
-export function searchVariables(
-  executorId: string,
-  pages: DiscoveryPages,
-): Record<string, unknown> {
-  const mine = [{ field: "executorId", values: [executorId] }];
-  // A request without executorId is routed to "default" (SPEC §7), but search cannot match a
-  // missing field with EQUAL, so the default pool also asks for "no executorId".
-  const groups = executorId === "default"
-    ? [mine, [{ field: "executorId", condition: "EXISTS", negated: true }]]
-    : [mine];
-  const noResult = { field: "executionResultStatus", condition: "EXISTS", negated: true };
-  const running = { field: "executionResultStatus", values: ["RUNNING"] };
-  return {
-    ...listVariables(pages),
-    pendingFilters: groups.map((g) => ({ and: [...g, noResult] })),
-    runningFilters: groups.map((g) => ({ and: [...g, running] })),
-  };
-}
-
-/** Variables of DISCOVER_LIST (and the paging part of DISCOVER_SEARCH). */
-export function listVariables(pages: DiscoveryPages): Record<string, unknown> {
-  return {
-    count: pages.count,
-    pendingStart: pages.pendingStart ?? 0,
-    runningStart: pages.runningStart ?? 0,
-  };
-}
-
-function pageInfo(
-  start: number | undefined,
-  returned: number | undefined,
-  total: number | null | undefined,
-): PageInfo {
-  const s = start ?? 0;
-  const r = returned ?? 0;
-  return { start: s, returned: r, total: total ?? s + r };
-}
-
-function toDiscovery(
-  pending: z.infer<typeof searchEntity>[],
-  running: z.infer<typeof searchEntity>[],
-  executorId: string,
-  pages: Discovery["pages"],
-): Discovery {
-  const routedTo = (e: z.infer<typeof searchEntity>) => e.input?.executorId || "default";
-  return {
-    pending: pending
-      .filter((e) => !e.result && e.input && routedTo(e) === executorId)
-      .map((e) => ({
-        urn: e.urn,
-        task: e.input!.task,
-        executorId: routedTo(e),
-        requestedAt: e.input!.requestedAt ?? undefined,
-      })),
-    running: running
-      .filter((e) => e.result?.status === "RUNNING" && routedTo(e) === executorId)
-      .map((e) => ({
-        urn: e.urn,
-        executorId: routedTo(e),
-        startTimeMs: e.result?.startTimeMs ?? undefined,
-        durationMs: e.result?.durationMs ?? undefined,
-      })),
-    pages,
-  };
-}
-
 function toRequestState(body: unknown, operation: string): RequestState {
   const entity = entitySchema.safeParse(body);
   if (!entity.success) throw badResponse(operation, entity.error);
@@ -464,17 +324,6 @@ function retryAfterOf(headers: unknown): string | undefined {
     return (headers as Headers).get("retry-after") ?? undefined;
   }
   return undefined;
-}
-
-function badResponse(operation: string, error: z.ZodError): GmsError {
-  const first = error.issues[0];
-  return new GmsError(
-    "GMS_BAD_RESPONSE",
-    operation,
-    `unexpected answer from GMS${
-      first ? ` at ${first.path.join(".") || "(root)"}: ${first.message}` : ""
-    }`,
-  );
 }
 
 function parseVersion(v: string): [number, number, number] | undefined {

@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
-import { alive } from "../../src/state.ts";
+import { alive } from "../../src/state/state_dir.ts";
 import { recipe, setup, terminal } from "../harness.ts";
 import type { Fault } from "../sim/gms_simulator.ts";
 

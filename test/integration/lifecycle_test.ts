@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { recipe, setup, terminal } from "../harness.ts";
-import { alive } from "../../src/state.ts";
+import { alive } from "../../src/state/state_dir.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

@@ -1,0 +1,314 @@
+/**
+ * config/ owns the configuration: YAML → environment interpolation (interpolate.ts) → zod validation
+ * (schema.ts) → a frozen `AgentConfig`, and durations (duration.ts). It imports only the shared
+ * vocabulary (src/*.ts); nothing else in src/.
+ *
+ * Configuration: YAML file → environment interpolation → validation → a frozen, compiled
+ * `AgentConfig` (durations in ms, paths absolute). Nothing here reads the environment or the
+ * disk at import time, and nothing exits the process; `loadConfig` returns every problem at once.
+ *
+ * Two file forms are accepted: the native form (documented in agent.yml) and the DataHub Actions
+ * executor pipeline file (`name`, `source`, `action: {type: executor}`, `datahub`), so users of
+ * the Python executor keep their file.
+ */
+import { readFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { parse as parseYaml } from "yaml";
+import { z } from "zod";
+import { AgentError } from "../errors.ts";
+import { interpolate } from "./interpolate.ts";
+import { actionsSchema, nativeSchema } from "./schema.ts";
+
+export type LogFormat = "auto" | "json" | "text";
+export type LogLevel = "debug" | "info" | "warn" | "error";
+
+/** The compiled configuration every other module receives. */
+export interface AgentConfig {
+  /** Requests routed to this executor id are ours (a pool when several agents share it). */
+  readonly executorId: string;
+  readonly datahub: {
+    /** GMS base URL without trailing slash. */
+    readonly server: string;
+    readonly token: string;
+    readonly systemClientId: string;
+    readonly systemClientSecret: string;
+    readonly timeoutMs: number;
+  };
+  readonly agent: {
+    readonly maxConcurrent: number;
+    readonly pollIntervalMs: number;
+    readonly heartbeatIntervalMs: number;
+    readonly leaseTtlMs: number;
+    readonly cancelGraceMs: number;
+    readonly shutdownTimeoutMs: number;
+    readonly stateDir: string;
+    readonly workDir: string;
+    readonly maxRequestAgeMs: number;
+    readonly resultRetryForMs: number;
+  };
+  readonly ingestion: {
+    readonly runtime: "preinstalled";
+    readonly datahubCommand: string;
+    readonly taskTimeoutMs: number;
+    /** Per source type (`recipe.source.type`) overrides of taskTimeoutMs. */
+    readonly timeoutsMs: Readonly<Record<string, number>>;
+    readonly logRetentionMs: number;
+    readonly logRetentionBytes: number;
+    /** After this long without output, progress reports say the logs look stale. */
+    readonly staleOutputMs: number;
+    /** Extra variables of the agent's environment a run sees (names, or prefixes ending in *). */
+    readonly passEnv: readonly string[];
+    /** `${NAME}` falls back to the agent's environment only for names with this prefix. */
+    readonly envSecretsPrefix: string;
+  };
+  readonly observability: {
+    readonly listen: string;
+    readonly logLevel: LogLevel;
+    readonly logFormat: LogFormat;
+  };
+}
+
+/** One configuration problem, with the dotted path of the key it is about. */
+export interface ConfigIssue {
+  path: string;
+  message: string;
+}
+
+export interface LoadedConfig {
+  config: AgentConfig;
+  /** Non-fatal remarks (e.g. the Kafka source of an Actions file is ignored). */
+  warnings: string[];
+  /** "native" or "actions" (DataHub Actions executor pipeline file). */
+  form: "native" | "actions";
+}
+
+export class ConfigError extends AgentError {
+  readonly issues: ConfigIssue[];
+  constructor(file: string, issues: ConfigIssue[]) {
+    super(
+      "CONFIG_INVALID",
+      `invalid configuration ${file}:\n${
+        issues.map((i) => `  ${i.path}: ${i.message}`).join("\n")
+      }`,
+    );
+    this.name = "ConfigError";
+    this.issues = issues;
+  }
+}
+
+function issuesOf(error: z.ZodError): ConfigIssue[] {
+  return error.issues.flatMap((issue) => {
+    const base = issue.path.map(String).join(".");
+    if (issue.code === "unrecognized_keys") {
+      return issue.keys.map((key) => ({
+        path: base ? `${base}.${key}` : key,
+        message: "unknown key (see agent.yml for the supported keys)",
+      }));
+    }
+    return [{ path: base || "(root)", message: issue.message }];
+  });
+}
+
+function expandHome(p: string, home: string): string {
+  if (p === "~") return home;
+  if (p.startsWith("~/")) return path.join(home, p.slice(2));
+  return path.resolve(p);
+}
+
+/** Options for compiling; the environment and home directory are injected for tests. */
+export interface CompileOptions {
+  env?: Record<string, string | undefined>;
+  home?: string;
+  file?: string;
+}
+
+/** Validates and compiles an already parsed YAML document. Throws ConfigError with every issue. */
+export function compileConfig(raw: unknown, options: CompileOptions = {}): LoadedConfig {
+  const file = options.file ?? "(config)";
+  const env = options.env ?? {};
+  const home = options.home ?? os.homedir();
+  const issues: ConfigIssue[] = [];
+  // In an Actions pipeline file only `action` and `datahub` are used: the Kafka source and the
+  // filters are not interpolated, so their variables need not be set here.
+  const ignored = raw && typeof raw === "object" && "action" in raw
+    ? ["name", "source", "filters", "options"]
+    : [];
+  const doc = raw && typeof raw === "object" && !Array.isArray(raw)
+    ? Object.fromEntries(
+      Object.entries(raw).map((
+        [k, v],
+      ) => [k, ignored.includes(k) ? v : interpolate(v, env, k, issues)]),
+    )
+    : interpolate(raw ?? {}, env, "", issues);
+  if (doc === null || typeof doc !== "object" || Array.isArray(doc)) {
+    throw new ConfigError(file, [{ path: "(root)", message: "expected a YAML mapping" }]);
+  }
+  const warnings: string[] = [];
+  let native: unknown = doc;
+  let form: LoadedConfig["form"] = "native";
+  if ("action" in doc) {
+    form = "actions";
+    const parsed = actionsSchema.safeParse(doc);
+    if (!parsed.success) throw new ConfigError(file, [...issues, ...issuesOf(parsed.error)]);
+    const { action, datahub, source } = parsed.data;
+    if (source !== undefined) {
+      warnings.push(
+        "the pipeline's `source` (Kafka) is ignored: ingest-agent polls GMS over HTTPS instead",
+      );
+    }
+    if (action.config.task_configs !== undefined) {
+      warnings.push(
+        "action.config.task_configs is ignored: ingest-agent runs RUN_INGEST and TEST_CONNECTION itself",
+      );
+    }
+    const authorization = Object.entries(datahub.extra_headers ?? {})
+      .find(([k]) => k.toLowerCase() === "authorization")?.[1];
+    const client = parseSystemClientHeader(authorization);
+    const bearer = authorization ? /^Bearer\s+(\S+)$/i.exec(authorization.trim())?.[1] : undefined;
+    if (authorization && !client && !bearer) {
+      warnings.push(
+        "datahub.extra_headers.Authorization is neither `Basic <id>:<secret>` nor `Bearer <token>` and is ignored",
+      );
+    }
+    for (const key of Object.keys(datahub.extra_headers ?? {})) {
+      if (key.toLowerCase() !== "authorization") {
+        warnings.push(`datahub.extra_headers.${key} is ignored`);
+      }
+    }
+    native = {
+      executor_id: action.config.executor_id || "default",
+      datahub: {
+        server: datahub.server,
+        ...(datahub.token || bearer ? { token: datahub.token || bearer } : {}),
+        ...(client ? { system_client_id: client.id, system_client_secret: client.secret } : {}),
+      },
+    };
+  }
+  const parsed = nativeSchema.safeParse(native);
+  if (!parsed.success) issues.push(...issuesOf(parsed.error));
+  if (issues.length > 0 || !parsed.success) throw new ConfigError(file, issues);
+  const c = parsed.data;
+  if (!!c.datahub.system_client_id !== !!c.datahub.system_client_secret) {
+    throw new ConfigError(file, [{
+      path: "datahub.system_client_secret",
+      message: "system_client_id and system_client_secret must be set together",
+    }]);
+  }
+  if (c.agent.lease_ttl <= c.agent.heartbeat_interval) {
+    throw new ConfigError(file, [{
+      path: "agent.lease_ttl",
+      message:
+        `must be longer than agent.heartbeat_interval (${c.agent.heartbeat_interval}ms), got ${c.agent.lease_ttl}ms`,
+    }]);
+  }
+  const config: AgentConfig = {
+    executorId: c.executor_id,
+    datahub: {
+      server: c.datahub.server.replace(/\/+$/, ""),
+      token: c.datahub.token,
+      systemClientId: c.datahub.system_client_id,
+      systemClientSecret: c.datahub.system_client_secret,
+      timeoutMs: c.datahub.timeout,
+    },
+    agent: {
+      maxConcurrent: c.agent.max_concurrent,
+      pollIntervalMs: c.agent.poll_interval,
+      heartbeatIntervalMs: c.agent.heartbeat_interval,
+      leaseTtlMs: c.agent.lease_ttl,
+      cancelGraceMs: c.agent.cancel_grace,
+      shutdownTimeoutMs: c.agent.shutdown_timeout,
+      stateDir: expandHome(c.agent.state_dir, home),
+      workDir: c.agent.work_dir
+        ? expandHome(c.agent.work_dir, home)
+        : path.join(expandHome(c.agent.state_dir, home), "work"),
+      maxRequestAgeMs: c.agent.max_request_age,
+      resultRetryForMs: c.agent.result_retry_for,
+    },
+    ingestion: {
+      runtime: c.ingestion.runtime,
+      datahubCommand: c.ingestion.datahub_command,
+      taskTimeoutMs: c.ingestion.task_timeout,
+      timeoutsMs: Object.freeze({ ...c.ingestion.timeouts }),
+      logRetentionMs: c.ingestion.log_retention,
+      logRetentionBytes: c.ingestion.log_retention_bytes,
+      staleOutputMs: c.ingestion.stale_output_warning,
+      passEnv: Object.freeze([...c.ingestion.pass_env]),
+      envSecretsPrefix: c.ingestion.env_secrets_prefix,
+    },
+    observability: {
+      listen: c.observability.listen,
+      logLevel: c.observability.log_level,
+      logFormat: c.observability.log_format,
+    },
+  };
+  const plain = plainHttpWarning(config.datahub);
+  if (plain) warnings.push(plain);
+  return { config: deepFreeze(config), warnings, form };
+}
+
+/**
+ * Credentials sent in clear: `http://` to a host that is not this machine, with a token or system
+ * client credentials. A warning, not an error (a sidecar proxy may terminate TLS on the host).
+ */
+export function plainHttpWarning(
+  datahub: { server: string; token: string; systemClientId: string },
+): string | undefined {
+  if (!datahub.token && !datahub.systemClientId) return undefined;
+  let url: URL;
+  try {
+    url = new URL(datahub.server);
+  } catch {
+    return undefined;
+  }
+  if (url.protocol !== "http:" || isLoopbackHost(url.hostname)) return undefined;
+  return `datahub.server ${url.protocol}//${url.host} is plain HTTP to another host: the ` +
+    `${datahub.systemClientId ? "system client secret" : "token"} travels in clear; use https://`;
+}
+
+function isLoopbackHost(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, "").toLowerCase();
+  return h === "localhost" || h.endsWith(".localhost") || /^127\./.test(h) || h === "::1";
+}
+
+/** Reads, parses and compiles a configuration file. */
+export async function loadConfig(
+  file: string,
+  options: Omit<CompileOptions, "file"> = {},
+): Promise<LoadedConfig> {
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch (err) {
+    const reason = (err as NodeJS.ErrnoException).code === "ENOENT"
+      ? "file not found"
+      : String(err);
+    throw new ConfigError(file, [{ path: "(file)", message: reason }]);
+  }
+  let raw: unknown;
+  try {
+    raw = parseYaml(text);
+  } catch (err) {
+    throw new ConfigError(file, [{
+      path: "(file)",
+      message: `not valid YAML: ${(err as Error).message}`,
+    }]);
+  }
+  return compileConfig(raw, { ...options, file });
+}
+
+/** `Basic <id>:<secret>` (unencoded, as GMS expects) → the system client pair. */
+function parseSystemClientHeader(
+  value: string | undefined,
+): { id: string; secret: string } | undefined {
+  const match = value ? /^Basic\s+([^:\s]+):(.+)$/.exec(value.trim()) : null;
+  return match ? { id: match[1]!, secret: match[2]! } : undefined;
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === "object") {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}

@@ -1,0 +1,144 @@
+/**
+ * The configuration's schemas: value types (durations, sizes, URLs) and the two forms a file may
+ * take, the native one (defaults as documented in agent.yml) and the DataHub Actions executor
+ * pipeline file. Validation only; compiling to `AgentConfig` is config.ts's.
+ */
+import { z } from "zod";
+import { formatDuration, parseDuration } from "./duration.ts";
+
+// ---------------------------------------------------------------------------------------------
+// Value types
+
+const duration = (min = 0, max = Number.MAX_SAFE_INTEGER) =>
+  z.union([z.string(), z.number()]).transform((value, ctx) => {
+    const ms = parseDuration(value);
+    if (ms === undefined) {
+      ctx.addIssue({
+        code: "custom",
+        message:
+          `expected a duration such as 250ms, 5s, 2m or 24h (a bare number is seconds), got ${
+            JSON.stringify(value)
+          }`,
+      });
+      return z.NEVER;
+    }
+    if (ms < min) {
+      ctx.addIssue({
+        code: "custom",
+        message: `must be at least ${min}ms, got ${JSON.stringify(value)}`,
+      });
+      return z.NEVER;
+    }
+    if (ms > max) {
+      ctx.addIssue({
+        code: "custom",
+        message: `must be at most ${formatDuration(max)}, got ${JSON.stringify(value)}`,
+      });
+      return z.NEVER;
+    }
+    return ms;
+  });
+
+const BYTE_UNITS: Record<string, number> = {
+  "": 1,
+  b: 1,
+  kb: 1e3,
+  mb: 1e6,
+  gb: 1e9,
+  kib: 1024,
+  mib: 1024 ** 2,
+  gib: 1024 ** 3,
+};
+const bytes = z.union([z.string(), z.number()]).transform((value, ctx) => {
+  const match = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(String(value));
+  const unit = match ? BYTE_UNITS[match[2]!.toLowerCase()] : undefined;
+  if (!match || unit === undefined) {
+    ctx.addIssue({
+      code: "custom",
+      message: `expected a size such as 500MiB or 1GiB, got ${JSON.stringify(value)}`,
+    });
+    return z.NEVER;
+  }
+  return Math.round(Number(match[1]) * unit);
+});
+
+const nonEmpty = z.string().trim().min(1, "must not be empty");
+const serverUrl = z.string().trim().refine((s) => /^https?:\/\/[^\s/]+/.test(s), {
+  message: "expected an http:// or https:// URL",
+});
+
+// ---------------------------------------------------------------------------------------------
+// The native form. Defaults are the ones documented in agent.yml.
+
+export const nativeSchema = z.strictObject({
+  executor_id: nonEmpty.default("default"),
+  datahub: z.strictObject({
+    server: serverUrl.default("http://localhost:8080"),
+    token: z.string().default(""),
+    system_client_id: z.string().default(""),
+    system_client_secret: z.string().default(""),
+    // Feeds undici's and AbortSignal's timers, which overflow past 2^31-1 ms: at most 1h.
+    timeout: duration(100, 3_600_000).default(30_000),
+  }).prefault({}),
+  agent: z.strictObject({
+    max_concurrent: z.number().int().min(1).max(256).default(4),
+    poll_interval: duration(100).default(5_000),
+    heartbeat_interval: duration(100).default(5_000),
+    lease_ttl: duration(1_000).default(60_000),
+    cancel_grace: duration().default(30_000),
+    shutdown_timeout: duration().default(300_000),
+    state_dir: nonEmpty.default("~/.local/state/ingest-agent"),
+    // Empty: <state_dir>/work (private to the agent's user, never a shared /tmp).
+    work_dir: z.string().default(""),
+    max_request_age: duration(1_000).default(86_400_000),
+    result_retry_for: duration().default(86_400_000),
+  }).prefault({}),
+  ingestion: z.strictObject({
+    runtime: z.literal("preinstalled", {
+      error: (issue) =>
+        `only "preinstalled" is supported (the datahub CLI found via datahub_command), got ${
+          JSON.stringify(issue.input)
+        }`,
+    }).default("preinstalled"),
+    datahub_command: nonEmpty.default("datahub"),
+    task_timeout: duration(1_000).default(86_400_000),
+    timeouts: z.record(z.string(), duration(1_000)).default({}),
+    log_retention: duration().default(7 * 86_400_000),
+    log_retention_bytes: bytes.default(1024 ** 3),
+    stale_output_warning: duration(1_000).default(120_000),
+    pass_env: z.array(
+      z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*\*?$/, {
+        error: "expected a variable name, or a prefix ending in * (e.g. AWS_*)",
+      }),
+    ).default([]),
+    env_secrets_prefix: z.string().regex(/^[A-Za-z0-9_]*$/, {
+      error: "expected the start of a variable name (letters, digits, _)",
+    }).default(""),
+  }).prefault({}),
+  observability: z.strictObject({
+    listen: z.string().default(""),
+    log_level: z.enum(["debug", "info", "warn", "error"]).default("info"),
+    log_format: z.enum(["auto", "json", "text"]).default("auto"),
+  }).prefault({}),
+});
+
+// The DataHub Actions executor pipeline file (SPEC §4.1). Only executor_id and the datahub block
+// matter; the Kafka source and filters are accepted and ignored.
+export const actionsSchema = z.strictObject({
+  name: z.string().optional(),
+  source: z.unknown().optional(),
+  filters: z.unknown().optional(),
+  options: z.unknown().optional(),
+  action: z.strictObject({
+    type: z.literal("executor", { error: "only the `executor` action can be run by ingest-agent" }),
+    config: z.strictObject({
+      executor_id: z.string().optional(),
+      task_configs: z.unknown().optional(),
+    }).prefault({}),
+  }),
+  datahub: z.strictObject({
+    server: serverUrl,
+    token: z.string().optional(),
+    extra_headers: z.record(z.string(), z.string()).optional(),
+  }),
+});

@@ -1,0 +1,194 @@
+/**
+ * Discovery: the one query per poll that finds pending requests of an executor id (and a page of
+ * its RUNNING ones for the reaper), in the two forms GMS versions understand (SPEC §2.3–2.4):
+ * `searchAcrossEntities` (v1.2.0+) and `listExecutionRequests` (v1.1.x, executorId checked here).
+ */
+import { z } from "zod";
+import type { Candidate } from "../request.ts";
+import { GmsError } from "../errors.ts";
+import { DISCOVER_LIST, DISCOVER_SEARCH } from "./operations.ts";
+
+/** Sends one GraphQL document (GmsClient.graphql). */
+export type GraphqlQuery = (
+  operation: string,
+  document: string,
+  variables: Record<string, unknown>,
+) => Promise<unknown>;
+
+/** A request someone holds (status RUNNING), as search sees it. */
+export interface RunningSummary {
+  urn: string;
+  executorId: string;
+  startTimeMs: number | undefined;
+  /** Heartbeats write durationMs = time since start, so start + duration ≈ the last heartbeat. */
+  durationMs: number | undefined;
+}
+
+/** Where one result set of discovery stands: which page was asked for and what came back. */
+export interface PageInfo {
+  start: number;
+  /** Entities GMS returned on this page (before the agent's own filtering). */
+  returned: number;
+  /** All matches GMS knows of (search's `total`). */
+  total: number;
+}
+
+export interface Discovery {
+  pending: Candidate[];
+  running: RunningSummary[];
+  pages: { pending: PageInfo; running: PageInfo };
+}
+
+/**
+ * Which page of each result set to ask for. The pending page normally starts at 0 (oldest
+ * first); the running page walks through all RUNNING requests, one page per poll, so requests
+ * that nobody reaps (another executor's) cannot hide ours behind them.
+ */
+export interface DiscoveryPages {
+  count: number;
+  pendingStart?: number;
+  runningStart?: number;
+}
+
+const searchEntity = z.object({
+  urn: z.string(),
+  input: z.object({
+    task: z.string(),
+    executorId: z.string().nullish(),
+    requestedAt: z.number().nullish(),
+  }).nullish(),
+  result: z.object({
+    status: z.string(),
+    startTimeMs: z.number().nullish(),
+    durationMs: z.number().nullish(),
+  }).nullish(),
+});
+const searchPage = z.object({
+  total: z.number().nullish(),
+  searchResults: z.array(z.object({ entity: searchEntity.or(z.object({ urn: z.string() })) })),
+}).nullish();
+const listPage = z.object({
+  total: z.number().nullish(),
+  executionRequests: z.array(searchEntity),
+}).nullish();
+export async function discoverSearch(
+  query: GraphqlQuery,
+  executorId: string,
+  pages: DiscoveryPages,
+): Promise<Discovery> {
+  const data = await query(
+    "discover",
+    DISCOVER_SEARCH,
+    searchVariables(executorId, pages),
+  );
+  const parsed = z.object({ pending: searchPage, running: searchPage }).safeParse(data);
+  if (!parsed.success) throw badResponse("discover", parsed.error);
+  const entities = (page: z.infer<typeof searchPage>) =>
+    (page?.searchResults ?? []).map((r) => r.entity).filter((
+      e,
+    ): e is z.infer<typeof searchEntity> => "input" in e);
+  const { pending, running } = parsed.data;
+  return toDiscovery(entities(pending), entities(running), executorId, {
+    pending: pageInfo(pages.pendingStart, pending?.searchResults.length, pending?.total),
+    running: pageInfo(pages.runningStart, running?.searchResults.length, running?.total),
+  });
+}
+
+export async function discoverList(
+  query: GraphqlQuery,
+  executorId: string,
+  pages: DiscoveryPages,
+): Promise<Discovery> {
+  const data = await query("discover", DISCOVER_LIST, listVariables(pages));
+  const parsed = z.object({ pending: listPage, running: listPage }).safeParse(data);
+  if (!parsed.success) throw badResponse("discover", parsed.error);
+  const { pending, running } = parsed.data;
+  return toDiscovery(
+    pending?.executionRequests ?? [],
+    running?.executionRequests ?? [],
+    executorId,
+    {
+      pending: pageInfo(pages.pendingStart, pending?.executionRequests.length, pending?.total),
+      running: pageInfo(pages.runningStart, running?.executionRequests.length, running?.total),
+    },
+  );
+}
+
+/** Variables of DISCOVER_SEARCH: requests routed to `executorId`, without a result / RUNNING. */
+export function searchVariables(
+  executorId: string,
+  pages: DiscoveryPages,
+): Record<string, unknown> {
+  const mine = [{ field: "executorId", values: [executorId] }];
+  // A request without executorId is routed to "default" (SPEC §7), but search cannot match a
+  // missing field with EQUAL, so the default pool also asks for "no executorId".
+  const groups = executorId === "default"
+    ? [mine, [{ field: "executorId", condition: "EXISTS", negated: true }]]
+    : [mine];
+  const noResult = { field: "executionResultStatus", condition: "EXISTS", negated: true };
+  const running = { field: "executionResultStatus", values: ["RUNNING"] };
+  return {
+    ...listVariables(pages),
+    pendingFilters: groups.map((g) => ({ and: [...g, noResult] })),
+    runningFilters: groups.map((g) => ({ and: [...g, running] })),
+  };
+}
+
+/** Variables of DISCOVER_LIST (and the paging part of DISCOVER_SEARCH). */
+export function listVariables(pages: DiscoveryPages): Record<string, unknown> {
+  return {
+    count: pages.count,
+    pendingStart: pages.pendingStart ?? 0,
+    runningStart: pages.runningStart ?? 0,
+  };
+}
+
+function pageInfo(
+  start: number | undefined,
+  returned: number | undefined,
+  total: number | null | undefined,
+): PageInfo {
+  const s = start ?? 0;
+  const r = returned ?? 0;
+  return { start: s, returned: r, total: total ?? s + r };
+}
+
+function toDiscovery(
+  pending: z.infer<typeof searchEntity>[],
+  running: z.infer<typeof searchEntity>[],
+  executorId: string,
+  pages: Discovery["pages"],
+): Discovery {
+  const routedTo = (e: z.infer<typeof searchEntity>) => e.input?.executorId || "default";
+  return {
+    pending: pending
+      .filter((e) => !e.result && e.input && routedTo(e) === executorId)
+      .map((e) => ({
+        urn: e.urn,
+        task: e.input!.task,
+        executorId: routedTo(e),
+        requestedAt: e.input!.requestedAt ?? undefined,
+      })),
+    running: running
+      .filter((e) => e.result?.status === "RUNNING" && routedTo(e) === executorId)
+      .map((e) => ({
+        urn: e.urn,
+        executorId: routedTo(e),
+        startTimeMs: e.result?.startTimeMs ?? undefined,
+        durationMs: e.result?.durationMs ?? undefined,
+      })),
+    pages,
+  };
+}
+
+/** An answer that does not have the shape we read. */
+export function badResponse(operation: string, error: z.ZodError): GmsError {
+  const first = error.issues[0];
+  return new GmsError(
+    "GMS_BAD_RESPONSE",
+    operation,
+    `unexpected answer from GMS${
+      first ? ` at ${first.path.join(".") || "(root)"}: ${first.message}` : ""
+    }`,
+  );
+}

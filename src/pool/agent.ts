@@ -1,0 +1,395 @@
+/**
+ * pool/ owns finding and claiming work for the pool: the agent's poll loop, slots and signal loop
+ * (this file), the poller, claims (claim.ts), the reaper (reaper.ts) and crash recovery at start
+ * (recovery.ts). It may import every folder below it; only the command line (src/cli.ts) imports
+ * it.
+ *
+ * The agent: one poll loop that discovers and claims work while slots are free, a p-queue that
+ * runs at most `max_concurrent` jobs (plus one reserved slot for TEST_CONNECTION, which the UI
+ * waits for), one signal loop that reads KILL signals of every held run in a single batched
+ * request, and the drain on shutdown.
+ *
+ * State machine:  created → running → draining → stopped
+ *   running:  polling, claiming, running jobs.
+ *   draining: no more claims; jobs finish (up to shutdown_timeout), then are cancelled (ABORTED).
+ *   stopped:  every job ended and every result was delivered or given up on.
+ */
+import { EventEmitter } from "node:events";
+import PQueue from "p-queue";
+import { type ClaimOutcome, claimRequest, settleClaim } from "./claim.ts";
+import { GmsError, isRetryable } from "../errors.ts";
+import type { Discovery, GmsApi, PageInfo } from "../gms/client.ts";
+import { ownerLine } from "../identity.ts";
+import { type ClaimedRequest, Job, type JobDeps, runDirName } from "../run/job.ts";
+import { Poller } from "./poller.ts";
+import { sleep } from "../run/process.ts";
+import type { Candidate } from "../request.ts";
+import { pruneRunLogs } from "../state/retention.ts";
+import { Reaper } from "./reaper.ts";
+
+export type AgentState = "created" | "running" | "draining" | "stopped";
+
+/** Typed lifecycle events (tests and metrics listen to these instead of sleeping). */
+export interface AgentEvents {
+  polled: [{ pending: number; running: number }];
+  claimed: [{ urn: string; task: string }];
+  finished: [{ urn: string }];
+  reaped: [{ urn: string; status: string }];
+  state: [AgentState];
+}
+
+/** What the agent needs: everything a job needs, with the full GMS client. */
+export interface AgentDeps extends JobDeps {
+  gms: GmsApi;
+}
+
+/** Tasks that may use the reserved slot: they take seconds and a user is watching. */
+const FAST_TASKS = new Set(["TEST_CONNECTION"]);
+
+/** A claim whose answer was lost: settled by reading before anything else is decided. */
+interface UncertainClaim {
+  token: string;
+  startTimeMs: number;
+  useReservedSlot: boolean;
+}
+
+export class Agent extends EventEmitter<AgentEvents> {
+  readonly #d: AgentDeps;
+  readonly #queue: PQueue;
+  readonly #fastQueue = new PQueue({ concurrency: 1 });
+  readonly #jobs = new Map<string, Job>();
+  readonly #poller: Poller;
+  readonly #signalPoller: Poller;
+  #state: AgentState = "created";
+  #drained: Promise<void> | undefined;
+  #prunedAt = -Infinity;
+  readonly #uncertain = new Map<string, UncertainClaim>();
+  readonly #reaper: Reaper;
+  #pendingStart = 0;
+  #runningStart = 0;
+
+  constructor(deps: AgentDeps) {
+    super();
+    this.#d = deps;
+    const { agent } = deps.config;
+    this.#queue = new PQueue({ concurrency: agent.maxConcurrent });
+    this.#poller = new Poller({
+      name: "poll",
+      intervalMs: agent.pollIntervalMs,
+      maxBackoffMs: Math.max(agent.pollIntervalMs, 300_000),
+      tick: () => this.#poll(),
+      log: deps.log,
+    });
+    this.#reaper = new Reaper({
+      config: deps.config,
+      identity: deps.identity,
+      log: deps.log,
+      gms: deps.gms,
+      holds: (urn) => this.#holds(urn),
+      reaped: (urn, status) => this.emit("reaped", { urn, status }),
+    });
+    this.#signalPoller = new Poller({
+      name: "signal check",
+      intervalMs: agent.heartbeatIntervalMs,
+      maxBackoffMs: Math.max(agent.heartbeatIntervalMs, 60_000),
+      tick: () => this.#checkSignals(),
+      log: deps.log,
+    });
+  }
+
+  get state(): AgentState {
+    return this.#state;
+  }
+
+  get activeRuns(): number {
+    return this.#jobs.size;
+  }
+
+  #setState(state: AgentState): void {
+    this.#state = state;
+    this.#d.log.info(`agent ${state}`, { executor_id: this.#d.config.executorId });
+    this.emit("state", state);
+  }
+
+  start(): void {
+    // A signal during recovery at start may already have stopped it: nothing to start then.
+    if (this.#state === "stopped" || this.#state === "draining") return;
+    if (this.#state !== "created") throw new Error(`cannot start an agent that is ${this.#state}`);
+    this.#setState("running");
+    void this.#prune();
+    this.#poller.start();
+    this.#signalPoller.start();
+  }
+
+  /**
+   * Stops claiming and lets runs finish for up to `graceMs` (default shutdown_timeout), then
+   * cancels what is left (ABORTED, "agent shutting down") and waits for every result.
+   */
+  drain(graceMs = this.#d.config.agent.shutdownTimeoutMs): Promise<void> {
+    if (this.#state === "created") this.#setState("stopped");
+    this.#drained ??= (async () => {
+      this.#setState("draining");
+      await this.#poller.stop();
+      const idle = Promise.all([this.#queue.onIdle(), this.#fastQueue.onIdle()]);
+      if (this.#jobs.size > 0) {
+        this.#d.log.info("waiting for runs to finish", {
+          runs: this.#jobs.size,
+          timeout_ms: graceMs,
+        });
+        const finished = await Promise.race([
+          idle.then(() => true),
+          sleep(graceMs).then(() => false),
+        ]);
+        if (!finished) this.cancelAll("shutdown");
+      }
+      await idle;
+      await this.#signalPoller.stop();
+      if (this.#d.outbox.pending > 0) {
+        this.#d.log.info("delivering results", { results: this.#d.outbox.pending });
+        const delivered = await this.#d.outbox.idle(Math.max(graceMs, 10_000));
+        if (!delivered) {
+          this.#d.log.warn(
+            "GMS unreachable: undelivered results stay in state_dir for the next start",
+            {
+              results: this.#d.outbox.pending,
+            },
+          );
+          this.#d.outbox.stop();
+        }
+      }
+      this.#setState("stopped");
+    })();
+    return this.#drained;
+  }
+
+  /** Cancels every run now (TERM → grace → KILL); their results say why. */
+  cancelAll(reason: "shutdown"): void {
+    for (const job of this.#jobs.values()) job.cancel(reason);
+  }
+
+  /** Applies log retention to finished runs' directories (at start, then at most once a minute). */
+  async #prune(): Promise<void> {
+    const { config, log } = this.#d;
+    if (Date.now() - this.#prunedAt < 60_000) return;
+    this.#prunedAt = Date.now();
+    const active = new Set([...this.#jobs.values()].map((j) => runDirName(j.id)));
+    await pruneRunLogs(
+      {
+        workDir: config.agent.workDir,
+        maxAgeMs: config.ingestion.logRetentionMs,
+        maxBytes: config.ingestion.logRetentionBytes,
+      },
+      active,
+      log,
+    ).catch((err) => log.warn("log retention failed", { error: err }));
+  }
+
+  /** Last resort before exiting at once: SIGKILL every run's process group, write nothing. */
+  killAll(): void {
+    for (const job of this.#jobs.values()) job.kill();
+  }
+
+  /** One discovery query, then claims while slots are free (oldest first), then the reaper. */
+  async #poll(): Promise<void> {
+    if (this.#state !== "running") return;
+    const { config } = this.#d;
+    await this.#settleUncertain();
+    const free = this.#freeSlots();
+    const count = Math.min(100, Math.max(10, free * 3));
+    const found = await this.#d.gms.discover(config.executorId, {
+      count,
+      pendingStart: this.#pendingStart,
+      runningStart: this.#runningStart,
+    });
+    this.emit("polled", { pending: found.pending.length, running: found.running.length });
+    // Whether this page led anywhere: a claim decided (won, lost, cancelled, uncertain) or a
+    // stale request closed. Skips and per-candidate errors do not count.
+    let progressed = false;
+    for (const c of spreadClaims(found.pending, free)) {
+      if (this.#state !== "running") break;
+      if (this.#jobs.has(c.urn) || this.#uncertain.has(c.urn)) continue;
+      const fast = FAST_TASKS.has(c.task);
+      const slots = this.#freeSlots();
+      const fastFree = this.#fastQueue.pending + this.#fastQueue.size === 0 &&
+        ![...this.#uncertain.values()].some((u) => u.useReservedSlot);
+      if (slots <= 0 && !(fast && fastFree)) continue;
+      // GMS's clock, not ours: requestedAt was stamped by GMS or the UI's host.
+      const now = this.#d.gms.serverNow();
+      const stale = c.requestedAt !== undefined &&
+        now - c.requestedAt > config.agent.maxRequestAgeMs;
+      const done = await this.#perCandidate(
+        c,
+        () => stale ? this.#abortStale(c, now) : this.#claim(c, fast && slots <= 0),
+      );
+      progressed ||= done;
+    }
+    this.#advancePages(found, progressed || free <= 0);
+    await this.#reaper.reap(found.running);
+  }
+
+  /**
+   * GMS trouble (unreachable, 5xx, 429, 401/403) ends the tick so the poller backs off; anything
+   * else is about this one candidate (a request GMS cannot render, a refused write) and must not
+   * keep the others from being claimed.
+   */
+  async #perCandidate(c: Candidate, fn: () => Promise<boolean>): Promise<boolean> {
+    try {
+      return await fn();
+    } catch (err) {
+      if (isRetryable(err) || (err instanceof GmsError && err.code === "GMS_AUTH")) throw err;
+      this.#d.log.warn("skipping a request this poll", { urn: c.urn, error: err });
+      return false;
+    }
+  }
+
+  /** Slots free for a claim: a claim still being settled holds its slot like a job. */
+  #freeSlots(): number {
+    let uncertain = 0;
+    for (const u of this.#uncertain.values()) if (!u.useReservedSlot) uncertain++;
+    return this.#d.config.agent.maxConcurrent - this.#queue.pending - this.#queue.size -
+      uncertain;
+  }
+
+  /**
+   * Paging of discovery. The pending page stays at the head (oldest first) unless a whole full
+   * page gave nothing to claim while slots were free (requests of another executor in list
+   * mode, unreadable ones): then the next poll looks at the next page, wrapping at the end.
+   * The running page walks through every RUNNING request, one page per poll.
+   */
+  #advancePages(found: Discovery, claimedOrBusy: boolean): void {
+    const next = (p: PageInfo) => {
+      const end = p.start + p.returned;
+      return p.returned > 0 && end < p.total ? end : 0;
+    };
+    this.#pendingStart = claimedOrBusy ? 0 : next(found.pages.pending);
+    this.#runningStart = next(found.pages.running);
+  }
+
+  /** Claims one candidate; true when the claim was decided (not skipped). */
+  async #claim(c: Candidate, useReservedSlot: boolean): Promise<boolean> {
+    const { config, identity } = this.#d;
+    const outcome = await claimRequest(this.#d.gms, c.urn, identity, config.agent.leaseTtlMs);
+    this.#claimed(c.urn, c.task, outcome, useReservedSlot);
+    return outcome.kind !== "skip";
+  }
+
+  #claimed(urn: string, task: string, outcome: ClaimOutcome, useReservedSlot: boolean): void {
+    const { log } = this.#d;
+    switch (outcome.kind) {
+      case "lost":
+        log.debug("claim lost to another agent", { urn });
+        return;
+      case "skip":
+        log.debug("not claimed", { urn, reason: outcome.reason });
+        return;
+      case "cancelled":
+        log.info("closed a request cancelled before it started", { urn });
+        return;
+      case "uncertain":
+        // The claim may have landed: remember the token, and settle it before the next claims.
+        log.warn("claim answer lost; will read the request to settle it", {
+          urn,
+          error: outcome.error,
+        });
+        this.#uncertain.set(urn, {
+          token: outcome.token,
+          startTimeMs: outcome.startTimeMs,
+          useReservedSlot,
+        });
+        return;
+      case "claimed":
+        log.info("claimed", { urn, task, reserved_slot: useReservedSlot || undefined });
+        this.emit("claimed", { urn, task });
+        this.#startJob(outcome, useReservedSlot);
+    }
+  }
+
+  /** Reads each uncertain claim: ours → the run starts now (once); else forgotten. */
+  async #settleUncertain(): Promise<void> {
+    for (const [urn, u] of [...this.#uncertain]) {
+      const outcome = await settleClaim(this.#d.gms, urn, u.token, u.startTimeMs);
+      this.#uncertain.delete(urn);
+      if (outcome.kind === "claimed") {
+        this.#d.log.info("the lost claim had landed; running the request", { urn });
+      }
+      this.#claimed(
+        urn,
+        outcome.kind === "claimed" ? outcome.request.input.task : "",
+        outcome,
+        u.useReservedSlot,
+      );
+    }
+  }
+
+  #startJob(claimed: ClaimedRequest, useReservedSlot: boolean): void {
+    const job = new Job(this.#d, claimed);
+    this.#jobs.set(job.urn, job);
+    const queue = useReservedSlot ? this.#fastQueue : this.#queue;
+    void queue.add(() => job.run()).finally(() => {
+      this.#jobs.delete(job.urn);
+      this.emit("finished", { urn: job.urn });
+      this.#poller.nudge(); // a slot is free: look for work now
+      void this.#prune();
+    });
+  }
+
+  /** A request nobody picked up within max_request_age is closed, so it stops showing as Pending. */
+  async #abortStale(c: Candidate, now: number): Promise<boolean> {
+    const { config, identity, log } = this.#d;
+    const waited = now - (c.requestedAt ?? 0);
+    const outcome = await claimRequest(
+      this.#d.gms,
+      c.urn,
+      identity,
+      config.agent.leaseTtlMs,
+      Date.now(),
+      (start) => ({
+        status: "ABORTED",
+        startTimeMs: start,
+        durationMs: 0,
+        report:
+          `${ownerLine(identity)}\nThis request waited ${Math.round(waited / 60000)} minutes ` +
+          `(longer than agent.max_request_age) and no agent for executor '${config.executorId}' picked it up, so it was not run. ` +
+          "Run it again if it is still wanted.",
+      }),
+    );
+    if (outcome.kind === "claimed") {
+      log.warn("closed a request that waited too long", { urn: c.urn, waited_ms: waited });
+      this.emit("reaped", { urn: c.urn, status: "ABORTED" });
+    }
+    return outcome.kind !== "skip";
+  }
+
+  /** Whether this agent itself holds the request: a job, a result on its way, a claim to settle. */
+  #holds(urn: string): boolean {
+    return this.#jobs.has(urn) || this.#d.outbox.holds(urn) || this.#uncertain.has(urn);
+  }
+
+  /** Reads the signal aspect of every held run in one request; a KILL cancels the run. */
+  async #checkSignals(): Promise<void> {
+    if (this.#jobs.size === 0) return;
+    const signals = await this.#d.gms.readSignals([...this.#jobs.keys()]);
+    for (const [urn, signal] of signals) {
+      const job = this.#jobs.get(urn);
+      if (!job || signal.value.signal !== "KILL") continue;
+      // Any KILL counts: one that existed at claim time closed the request before it ran
+      // (claim.ts), so GMS's clock never has to be compared with ours.
+      job.cancel("user", signal.value.createdAt?.actor, signal.value.createdAt?.time);
+    }
+  }
+}
+
+/**
+ * Agents of a pool see the same oldest-first list; if all went for its head they would mostly
+ * collide (lost claims cost a read and a write each). Each agent shuffles a window of about three
+ * times its free slots at the head of the list, so they spread, and keeps the rest in order.
+ */
+export function spreadClaims<T>(candidates: T[], free: number, random = Math.random): T[] {
+  const window = Math.min(candidates.length, Math.max(0, free) * 3);
+  const head = candidates.slice(0, window);
+  for (let i = head.length - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1));
+    [head[i], head[j]] = [head[j]!, head[i]!];
+  }
+  return [...head, ...candidates.slice(window)];
+}

@@ -1,0 +1,116 @@
+/**
+ * Claiming a request: re-read it from GMS's database (search lags), then create its result aspect
+ * with `If-Version-Match: -1`. GMS performs the compare-and-set inside its write transaction, so
+ * exactly one agent of a pool wins; the others get 412 and move on without noise (SPEC §5.4).
+ */
+import type { GmsError } from "../errors.ts";
+import type { GmsApi } from "../gms/client.ts";
+import { type Identity, isOurs, newToken, ownerLine } from "../identity.ts";
+import type { RequestInput, RequestState, ResultValue } from "../request.ts";
+import { writeOwned } from "../gms/result_write.ts";
+
+export type ClaimOutcome =
+  | {
+    kind: "claimed";
+    request: RequestState & { input: RequestInput };
+    version: string;
+    startTimeMs: number;
+    /** Our fencing token for this request. */
+    token: string;
+  }
+  /** Cancelled (KILL) while it was pending: closed as CANCELLED without running. */
+  | { kind: "cancelled" }
+  /** Another agent won the race. */
+  | { kind: "lost" }
+  /** The request is gone, already has a result, or has no input. */
+  | { kind: "skip"; reason: string }
+  /**
+   * GMS failed to answer the claim and could not be re-read: the claim may have landed. The
+   * agent keeps the token and asks again (`settleClaim`) before anything else is decided.
+   */
+  | { kind: "uncertain"; token: string; startTimeMs: number; error: GmsError };
+
+export async function claimRequest(
+  gms: Pick<GmsApi, "readRequest" | "writeResult">,
+  urn: string,
+  id: Identity,
+  leaseTtlMs: number,
+  now = Date.now(),
+  /** Overrides the RUNNING value (e.g. to close a stale request directly). */
+  initial?: (start: number) => ResultValue,
+): Promise<ClaimOutcome> {
+  const request = await gms.readRequest(urn);
+  if (!request) return { kind: "skip", reason: "deleted" };
+  if (request.result) return { kind: "skip", reason: `already ${request.result.value.status}` };
+  if (!request.input) return { kind: "skip", reason: "no input aspect" };
+  // A user may cancel a request that is still pending: it is closed without running.
+  const kill = request.signal?.value.signal === "KILL" ? request.signal.value : undefined;
+  const value: ResultValue = kill
+    ? {
+      status: "CANCELLED",
+      startTimeMs: now,
+      durationMs: 0,
+      report: `${ownerLine(id)}\nExecution was cancelled by request before it started${
+        kill.createdAt?.actor ? ` (by ${kill.createdAt.actor})` : ""
+      }; it was not run.`,
+    }
+    : initial?.(now) ??
+      {
+        status: "RUNNING",
+        startTimeMs: now,
+        durationMs: 0,
+        report: `${ownerLine(id)}\nClaimed; starting.`,
+      };
+  const token = newToken();
+  const outcome = await writeOwned(gms, {
+    urn,
+    value,
+    version: "-1",
+    token,
+    identity: id,
+    leaseTtlMs,
+  });
+  switch (outcome.kind) {
+    case "written":
+      if (kill) return { kind: "cancelled" };
+      return {
+        kind: "claimed",
+        request: { ...request, input: request.input },
+        version: outcome.version,
+        startTimeMs: now,
+        token,
+      };
+    case "taken":
+    case "closed":
+      return { kind: "lost" };
+    case "retry":
+      return { kind: "uncertain", token, startTimeMs: now, error: outcome.error };
+  }
+}
+
+/**
+ * Settles an uncertain claim by reading what GMS stores: our RUNNING claim → claimed (the run
+ * starts now, once); no result → "skip" (the claim did not land; the request is pending again);
+ * anything else → lost. GMS errors propagate (still uncertain).
+ */
+export async function settleClaim(
+  gms: Pick<GmsApi, "readRequest">,
+  urn: string,
+  token: string,
+  startTimeMs: number,
+): Promise<ClaimOutcome> {
+  const request = await gms.readRequest(urn);
+  if (!request) return { kind: "skip", reason: "deleted" };
+  const result = request.result;
+  if (!result) return { kind: "skip", reason: "the claim did not land" };
+  if (!isOurs(result.properties, token)) return { kind: "lost" };
+  if (result.value.status !== "RUNNING") return { kind: "cancelled" };
+  if (!request.input) return { kind: "skip", reason: "no input aspect" };
+  return {
+    kind: "claimed",
+    request: { ...request, input: request.input },
+    version: result.version,
+    startTimeMs: result.value.startTimeMs ?? startTimeMs,
+    token,
+  };
+}

@@ -1,0 +1,156 @@
+/**
+ * Crash recovery, run once at start before the first poll: every run the journal says a previous
+ * agent held is ended. Its processes are killed only when they are provably the run's: the
+ * journaled process group while its leader has the journaled start time (never a bare pgid, which
+ * a reboot or pid wrap may have given to someone else), and every process carrying the run's
+ * marker in its environment (which also finds a run whose agent died between spawn and
+ * journaling the pgid). Then the request is closed:
+ *   - a result already in the outbox is the one delivery (the journal entry was left by a crash
+ *     between queueing the result and removing the entry);
+ *   - a fenced run gets nothing (the result is not ours any more);
+ *   - otherwise the outcome captured in the journal: exit status, or the cancel reason (user →
+ *     CANCELLED, timeout → TIMEOUT, shutdown / lost lease → ABORTED), else ABORTED ("agent
+ *     restarted; run interrupted").
+ * Results go through the outbox, which writes only if the request is still RUNNING and ours.
+ */
+import { readFile, rm } from "node:fs/promises";
+import path from "node:path";
+import { type Identity, ownerLine } from "../identity.ts";
+import { RUN_MARKER_ENV } from "../run/job.ts";
+import type { Logger } from "../observe/log.ts";
+import type { Outbox } from "../state/outbox.ts";
+import { killRunGroup } from "../state/procs.ts";
+import { Redactor } from "../run/redact.ts";
+import type { ResultValue, TerminalStatus } from "../request.ts";
+import type { RunRecord, StateDir } from "../state/state_dir.ts";
+import { summaryText, terminalResult } from "../run/summary.ts";
+
+export async function recoverRuns(
+  deps: {
+    state: StateDir;
+    outbox: Outbox;
+    identity: Identity;
+    log: Logger;
+    redactor: Redactor;
+    /** Results `outbox.resume()` took (they may be delivered and gone from disk by now). */
+    resumed?: readonly string[];
+  },
+): Promise<number> {
+  const { state, outbox, log } = deps;
+  const runs = await state.listRuns();
+  const queued = new Set([
+    ...(deps.resumed ?? []),
+    ...(await state.listResults()).map((r) => r.id),
+  ]);
+  for (const run of runs) {
+    const killed = await killRunGroup({
+      pgid: run.pgid,
+      pgidStart: run.pgidStart,
+      marker: run.token ? { name: RUN_MARKER_ENV, value: run.token } : undefined,
+    });
+    if (killed.killed.length > 0) {
+      log.warn("killed a run left by the previous agent", { urn: run.urn, killed: killed.killed });
+    }
+    if (killed.skipped) {
+      log.warn("left a process group alone", { urn: run.urn, reason: killed.skipped });
+    }
+    if (killed.remaining?.length) {
+      log.error("processes of a previous run could not be killed", {
+        urn: run.urn,
+        pids: killed.remaining,
+      });
+    }
+    if (queued.has(run.id)) {
+      log.info("the interrupted run's result was already queued; delivering that one", {
+        urn: run.urn,
+      });
+    } else if (run.cancel === "fenced") {
+      log.info("the interrupted run had been fenced; nothing to write", { urn: run.urn });
+    } else {
+      const value = await recoveredResult(run, deps.identity, deps.redactor);
+      await outbox.submit({
+        urn: run.urn,
+        id: run.id,
+        instance: run.instance,
+        ...(run.token ? { token: run.token } : {}),
+        ...(run.version ? { version: run.version } : {}),
+        value,
+        createdAt: Date.now(),
+      });
+      log.warn("closed a run interrupted by an agent restart", {
+        urn: run.urn,
+        status: value.status,
+      });
+    }
+    await rm(path.join(run.runDir, "recipe.json"), { force: true });
+    await rm(path.join(run.runDir, "report.json"), { force: true });
+    await state.removeRun(run.id);
+  }
+  return runs.length;
+}
+
+/** What the journal says the run ended as (or was stopped for). */
+export function recoveredStatus(run: RunRecord): { status: TerminalStatus; message: string } {
+  const how = run.exit
+    ? `The run ended (${
+      run.exit.code !== null ? `exit code ${run.exit.code}` : `signal ${run.exit.signal}`
+    }) while the agent was restarting; its result is reported by the next agent.`
+    : "agent restarted; run interrupted.";
+  switch (run.cancel) {
+    case "user":
+      return { status: "CANCELLED", message: `${how} It had been cancelled by request.` };
+    case "timeout":
+      return { status: "TIMEOUT", message: `${how} It had exceeded its timeout and was stopped.` };
+    case "shutdown":
+      return {
+        status: "ABORTED",
+        message: `${how} It was stopped because the agent was shutting down.`,
+      };
+    case "lease":
+      return {
+        status: "ABORTED",
+        message: `${how} It was stopped because its lease on GMS was lost.`,
+      };
+  }
+  if (!run.exit) {
+    return { status: "ABORTED", message: `${how} The run's outcome is unknown: run it again.` };
+  }
+  return { status: run.exit.code === 0 ? "SUCCESS" : "FAILURE", message: how };
+}
+
+async function recoveredResult(
+  run: RunRecord,
+  id: Identity,
+  agentRedactor: Redactor,
+): Promise<ResultValue> {
+  const now = Date.now();
+  // The agent-wide masks (its own credentials) plus the run's, saved in the journal.
+  const redactor = new Redactor();
+  redactor.addAll(agentRedactor);
+  redactor.addPatterns(run.masks ?? []);
+  const { status, message } = recoveredStatus(run);
+  const raw = await readFile(path.join(run.runDir, "report.json"), "utf8")
+    .then((t) => (JSON.parse(t), t)).catch(() => undefined);
+  const structured = run.exit && raw !== undefined ? redactor.mask(raw) : undefined;
+  const logs = redactor.mask(
+    await readFile(path.join(run.runDir, "run.log"), "utf8").then((t) => t.slice(-200_000))
+      .catch(() => ""),
+  );
+  const report = redactor.mask(summaryText({
+    task: run.task,
+    status,
+    execId: run.id,
+    notes: [{ at: now, level: status === "SUCCESS" ? "INFO" : "ERROR", message }],
+    structured,
+    logs,
+  }));
+  return terminalResult({
+    task: run.task,
+    status,
+    execId: run.id,
+    startTimeMs: run.startTimeMs,
+    report: `${ownerLine(id)}\n${report}`,
+    structured,
+    now,
+  });
+}

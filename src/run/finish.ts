@@ -1,0 +1,159 @@
+/**
+ * Finishing one run: what its ending means (exit status, or why it was stopped) and the terminal
+ * result written for it (the Python executor's report layout, masked, fitted to GMS's limit).
+ */
+import { readFile } from "node:fs/promises";
+import type { ResultValue, TerminalStatus } from "../request.ts";
+import type { ProcessExit } from "./process.ts";
+import type { RunLog } from "./run_log.ts";
+import { type Note, summaryText, terminalResult } from "./summary.ts";
+
+/** Why a run was stopped before it ended by itself. Values appear in reports: keep them stable. */
+export type CancelReason = "user" | "timeout" | "shutdown" | "fenced" | "lease";
+
+/** How a cancelled run ends. */
+export function cancelStatus(cancel: CancelReason | undefined): TerminalStatus | undefined {
+  switch (cancel) {
+    case "user":
+      return "CANCELLED";
+    case "timeout":
+      return "TIMEOUT";
+    case "shutdown":
+    case "lease":
+      return "ABORTED";
+    default:
+      return undefined;
+  }
+}
+
+/** What the report says about a cancel. */
+export interface CancelDetails {
+  cancel: CancelReason | undefined;
+  /** "by <actor> at <time>" of a user's KILL. */
+  cancelledBy?: string;
+  /** The limit a timeout exceeded, e.g. "ingestion.task_timeout (60000ms)". */
+  timeoutLimit?: string;
+  /** How long GMS had not accepted a heartbeat when the lease was lost. */
+  leaseLostAfterMs?: number;
+}
+
+/** The status of a run that exited, with the report's note(s) about it. */
+export function exitOutcome(
+  task: string,
+  exit: ProcessExit,
+  d: CancelDetails,
+  note: (level: Note["level"], message: string) => void,
+): TerminalStatus {
+  const cancelled = cancelStatus(d.cancel);
+  if (cancelled) {
+    if (d.cancel === "user") {
+      note(
+        "INFO",
+        `Ingestion task was cancelled${d.cancelledBy ? ` ${d.cancelledBy}` : ""}`,
+      );
+    } else if (d.cancel === "timeout") {
+      note("ERROR", `The run exceeded ${d.timeoutLimit} and was stopped`);
+    } else if (d.cancel === "lease") {
+      note("ERROR", leaseLostNote(d.leaseLostAfterMs));
+    } else {
+      note("ERROR", "The run was stopped because the agent is shutting down");
+    }
+    return cancelled;
+  }
+  const what = task === "TEST_CONNECTION"
+    ? "'datahub ingest --test-source-connection'"
+    : "'datahub ingest'";
+  if (exit.code === 0) {
+    note("INFO", `Successfully executed ${what}`);
+    return "SUCCESS";
+  }
+  if (exit.signal === "SIGKILL" || exit.code === 137) {
+    note(
+      "ERROR",
+      exit.signal
+        ? `The ingestion process was killed by signal ${exit.signal} likely because it ran out of memory. You can resolve this issue by allocating more memory to the machine or container running ingest-agent.`
+        : "The ingestion process was terminated with exit code 137, likely because it ran out of memory. You can resolve this issue by allocating more memory to the machine or container running ingest-agent.",
+    );
+  } else if (exit.signal) {
+    note("ERROR", `Failed to execute ${what}: killed by signal ${exit.signal}`);
+  } else {
+    note("INFO", `Failed to execute ${what}, exit code ${exit.code}`);
+  }
+  return "FAILURE";
+}
+
+export interface TerminalInput {
+  task: string;
+  id: string;
+  status: TerminalStatus;
+  startTimeMs: number;
+  notes: Note[];
+  runLog: RunLog | undefined;
+  /** `host:path` of run.log, for the report. */
+  runLogAt: string;
+  structured: string | undefined;
+  reportFileText: string | undefined;
+  mask: (text: string) => string;
+  note(level: Note["level"], message: string): void;
+}
+
+/** The terminal result value of a run. */
+export async function terminalValue(t: TerminalInput): Promise<ResultValue> {
+  await t.runLog?.close();
+  let logs = t.runLog ? t.runLog.text() : "";
+  if (t.reportFileText !== undefined) {
+    t.note("ERROR", "The CLI's report file is not JSON; its text is kept in the logs below");
+    logs += `\n~~~~ Report file (not JSON) ~~~~\n${t.mask(t.reportFileText)}`;
+  }
+  if (t.runLog) {
+    const where = t.runLogAt;
+    t.note(
+      "INFO",
+      t.runLog.omitted > 0
+        ? `${t.runLog.omitted} log lines are omitted below; the full log is kept at ${where}`
+        : `The full log is kept at ${where}`,
+    );
+  }
+  const maskedStructured = t.structured === undefined ? undefined : t.mask(t.structured);
+  const summary = t.mask(summaryText({
+    task: t.task,
+    status: t.status,
+    execId: t.id,
+    notes: t.notes,
+    structured: maskedStructured,
+    logs,
+  }));
+  return terminalResult({
+    task: t.task,
+    status: t.status,
+    execId: t.id,
+    startTimeMs: t.startTimeMs,
+    report: summary,
+    structured: maskedStructured,
+  });
+}
+
+/** What a run stopped for lack of a lease says. */
+export function leaseLostNote(afterMs: number | undefined): string {
+  const after = afterMs === undefined ? "" : ` for ${Math.round(afterMs / 1000)} s`;
+  return `GMS did not accept a heartbeat${after}, longer than the lease (agent.lease_ttl) allows, so the run was stopped: ` +
+    "another agent of the pool may already have closed this request, and a request must never run twice. Run it again.";
+}
+
+/** Reads the CLI's report file: JSON → structured report; anything else → kept as text. */
+export async function readReportFile(
+  file: string,
+): Promise<{ structured?: string; text?: string }> {
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch {
+    return {};
+  }
+  try {
+    JSON.parse(text);
+    return { structured: text };
+  } catch {
+    return { text };
+  }
+}
