@@ -2,7 +2,8 @@
  * The folders of src/ are the architecture's layers, bottom to top:
  *
  *   vocabulary (src/*.ts: errors, request, identity, version, timers)
- *   → config → observe → gms → state → run → pool → the command line (src/cli.ts, src/main.ts)
+ *   → config → observe → gms → state → run → pool → the command line (src/cli.ts, src/main.ts,
+ *   src/commands/: one module per command beside `run`)
  *
  * A module may import its own layer and the layers below it, never one above (tests excepted).
  * This test reads every import of src/ and fails on an upward one, naming both files.
@@ -22,6 +23,7 @@ export function layerOf(file: string): number {
   if (rest.length === 0) {
     return first === "cli.ts" || first === "main.ts" ? LAYERS.length + 1 : 0;
   }
+  if (first === "commands") return LAYERS.length + 1;
   const i = (LAYERS as readonly string[]).indexOf(first!);
   if (i < 0) throw new Error(`${rel}: a folder that is not a layer (add it to LAYERS)`);
   return i + 1;
