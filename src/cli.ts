@@ -6,11 +6,13 @@
  */
 import process from "node:process";
 import { Agent } from "./pool/agent.ts";
+import { doctor } from "./commands/doctor.ts";
 import { type AgentConfig, ConfigError, loadConfig } from "./config/config.ts";
 import { AgentError } from "./errors.ts";
 import { GmsClient } from "./gms/client.ts";
 import { newIdentity } from "./identity.ts";
 import { createLogger, type Logger } from "./observe/log.ts";
+import { startObservability } from "./commands/observability.ts";
 import { Outbox } from "./state/outbox.ts";
 import { ensurePrivateDir } from "./state/private_fs.ts";
 import { recoverRuns } from "./pool/recovery.ts";
@@ -23,6 +25,8 @@ const USAGE = `ingest-agent ${VERSION}: runs DataHub ingestion requests close to
 Usage:
   ingest-agent [run] --config <file>     poll GMS and run requests until SIGTERM/SIGINT
   ingest-agent validate --config <file>  check a configuration file; print every problem
+  ingest-agent doctor --config <file>    check GMS, credentials, secrets, the datahub CLI, the
+                                         directories, the lock, proxy and clock; one line each
   ingest-agent --version | --help
 
 The configuration is YAML: the native form (see agent.yml) or a DataHub Actions executor
@@ -46,7 +50,7 @@ const defaultIo: Io = {
 };
 
 interface Parsed {
-  command: "run" | "validate" | "help" | "version";
+  command: "run" | "validate" | "doctor" | "help" | "version";
   config?: string;
 }
 
@@ -61,8 +65,9 @@ function parseArgs(args: string[]): Parsed {
       config = args[++i];
       if (config === undefined) throw new AgentError("USAGE", `${a} needs a file path`);
     } else if (a.startsWith("--config=")) config = a.slice("--config=".length);
-    else if ((a === "run" || a === "validate") && command === undefined) command = a;
-    else throw new AgentError("USAGE", `unknown argument '${a}'`);
+    else if ((a === "run" || a === "validate" || a === "doctor") && command === undefined) {
+      command = a;
+    } else throw new AgentError("USAGE", `unknown argument '${a}'`);
   }
   return { command: command ?? "run", ...(config !== undefined ? { config } : {}) };
 }
@@ -88,6 +93,7 @@ export async function main(args: string[], io: Io = defaultIo): Promise<number> 
     io.err(`ingest-agent: --config <file> is required\n\n${USAGE}\n`);
     return 2;
   }
+  if (parsed.command === "doctor") return await doctor(file, io);
   let loaded;
   try {
     loaded = await loadConfig(file, { env: io.env });
@@ -152,7 +158,39 @@ async function run(config: AgentConfig, warnings: string[], io: Io): Promise<num
     leaseTtlMs: config.agent.leaseTtlMs,
     log,
   });
-  const agent = new Agent({ config, gms, identity, log, redactor, env: io.env, state, outbox });
+  let observe;
+  // The agent is made after the endpoints (it reports to their live state); read it lazily.
+  const agentRef: { current?: Agent } = {};
+  try {
+    observe = await startObservability({
+      config,
+      identity,
+      gms,
+      outbox,
+      warnings,
+      server: withoutUserinfo(config.datahub.server),
+      runsInFlight: () => agentRef.current?.activeRuns ?? 0,
+      log,
+    });
+  } catch (err) {
+    log.error("cannot serve observability.listen", { error: err });
+    await gms.close();
+    state.close();
+    return 2;
+  }
+  const live = observe.live;
+  const agent = new Agent({
+    config,
+    gms,
+    identity,
+    log,
+    redactor,
+    env: io.env,
+    state,
+    outbox,
+    live,
+  });
+  agentRef.current = agent;
   log.info("ingest-agent starting", {
     version: VERSION,
     executor_id: config.executorId,
@@ -173,6 +211,7 @@ async function run(config: AgentConfig, warnings: string[], io: Io): Promise<num
   } finally {
     signals.remove();
     outbox.stop();
+    await observe.close();
     await gms.close();
     state.close();
   }

@@ -116,7 +116,10 @@ export const nativeSchema = z.strictObject({
     }).default(""),
   }).prefault({}),
   observability: z.strictObject({
-    listen: z.string().default(""),
+    // host:port, [v6]:port or :port (every interface); empty: no endpoints.
+    listen: z.string().trim().regex(/^$|^(?:\[[^\]]+\]|[^:[\]\s]*):\d{1,5}$/, {
+      error: "expected host:port or :port, e.g. 127.0.0.1:9464 (empty: no endpoints)",
+    }).default(""),
     log_level: z.enum(["debug", "info", "warn", "error"]).default("info"),
     log_format: z.enum(["auto", "json", "text"]).default("auto"),
   }).prefault({}),

@@ -15,6 +15,7 @@ import { ClientError, GraphQLClient } from "graphql-request";
 import { z } from "zod";
 import { AgentError, codeForStatus, GmsError } from "../errors.ts";
 import type { Logger } from "../observe/log.ts";
+import { metrics } from "../observe/metrics.ts";
 import {
   ENTITY,
   idOf,
@@ -104,6 +105,11 @@ export class GmsClient implements GmsApi {
     return this.#mode;
   }
 
+  /** GMS's version as `GET /config` gave it, once read. */
+  get serverVersion(): string | undefined {
+    return this.#serverVersion;
+  }
+
   readonly #query: GraphqlQuery = (operation, document, variables) =>
     this.graphql(operation, document, variables);
 
@@ -113,10 +119,18 @@ export class GmsClient implements GmsApi {
     document: string,
     variables: Record<string, unknown>,
   ): Promise<T> {
+    const started = performance.now();
+    const record = (outcome: string) =>
+      metrics.gmsRequest(operation, outcome, (performance.now() - started) / 1000);
     let res;
     try {
       res = await this.#graphql.rawRequest<T>(document, variables);
     } catch (err) {
+      record(
+        err instanceof ClientError
+          ? codeForStatus(err.response.status).toLowerCase()
+          : "gms_unreachable",
+      );
       if (err instanceof ClientError) {
         const status = err.response.status;
         const msg = err.response.errors?.map((e) => e.message).join("; ") ?? `HTTP ${status}`;
@@ -129,6 +143,7 @@ export class GmsClient implements GmsApi {
       }
       throw networkError(operation, err, this.http.timeoutMs);
     }
+    record(res.errors?.length ? "graphql_errors" : "ok");
     if (res.errors?.length) {
       const denied = res.errors.some((e) => {
         const code = (e.extensions as { code?: unknown } | undefined)?.code;

@@ -6,6 +6,7 @@
  */
 import { EnvHttpProxyAgent, fetch as undiciFetch, request } from "undici";
 import { codeForStatus, GmsError } from "../errors.ts";
+import { metrics } from "../observe/metrics.ts";
 import { VERSION } from "../version.ts";
 
 export interface GmsConnection {
@@ -14,6 +15,16 @@ export interface GmsConnection {
   systemClientId: string;
   systemClientSecret: string;
   timeoutMs: number;
+}
+
+/** How one exchange with GMS went, for readiness: answered, failed, or credentials refused. */
+export type ExchangeOutcome = "ok" | "failed" | "unauthorized";
+
+/** What an HTTP status says about GMS's health (a 404 or 412 is an answer, not a failure). */
+export function exchangeOutcome(status: number | undefined): ExchangeOutcome {
+  if (status === 401 || status === 403) return "unauthorized";
+  if (status === undefined || status >= 500 || status === 429) return "failed";
+  return "ok";
 }
 
 export interface JsonResponse {
@@ -38,6 +49,9 @@ export class GmsHttp {
   readonly #dispatcher: EnvHttpProxyAgent;
   /** GMS's clock minus ours, from the latest `Date` header; undefined until one was seen. */
   #clockOffsetMs: number | undefined;
+
+  /** Told about every exchange (LiveState's readiness). */
+  onExchange: (outcome: ExchangeOutcome) => void = () => {};
 
   constructor(conn: GmsConnection) {
     this.server = conn.server.replace(/\/+$/, "");
@@ -80,6 +94,11 @@ export class GmsHttp {
       payload = JSON.stringify(options.body);
       headers["content-type"] = "application/json";
     }
+    const started = performance.now();
+    const done = (status: number | undefined, code: string) => {
+      this.onExchange(exchangeOutcome(status));
+      metrics.gmsRequest(operation, code, (performance.now() - started) / 1000);
+    };
     let res;
     try {
       res = await request(url, {
@@ -90,13 +109,17 @@ export class GmsHttp {
         signal: AbortSignal.timeout(this.#timeoutMs),
       });
     } catch (err) {
-      throw networkError(operation, err, this.#timeoutMs);
+      const e = networkError(operation, err, this.#timeoutMs);
+      done(undefined, e.code.toLowerCase());
+      throw e;
     }
     let text: string;
     try {
       text = await res.body.text();
     } catch (err) {
-      throw networkError(operation, err, this.#timeoutMs);
+      const e = networkError(operation, err, this.#timeoutMs);
+      done(undefined, e.code.toLowerCase());
+      throw e;
     }
     let body: unknown = undefined;
     if (text) {
@@ -107,7 +130,9 @@ export class GmsHttp {
       }
     }
     this.#observeDate(res.headers.date);
-    if (res.statusCode >= 200 && res.statusCode < 300) return { status: res.statusCode, body };
+    const ok = res.statusCode >= 200 && res.statusCode < 300;
+    done(res.statusCode, ok ? "ok" : codeForStatus(res.statusCode).toLowerCase());
+    if (ok) return { status: res.statusCode, body };
     const retryAfter = res.headers["retry-after"];
     throw new GmsError(
       codeForStatus(res.statusCode),
@@ -131,7 +156,11 @@ export class GmsHttp {
       signal: AbortSignal.timeout(this.#timeoutMs),
     }).then((res) => {
       this.#observeDate(res.headers.get("date") ?? undefined);
+      this.onExchange(exchangeOutcome(res.status));
       return res;
+    }, (err) => {
+      this.onExchange("failed");
+      throw err;
     }) as unknown as Promise<Response>;
   };
 
@@ -148,6 +177,11 @@ export class GmsHttp {
     const at = value ? Date.parse(value) : NaN;
     // The header has whole seconds: the server's time lies in [at, at + 1000).
     if (Number.isFinite(at)) this.#clockOffsetMs = at + 500 - Date.now();
+  }
+
+  /** GMS's clock minus ours (ms), from the latest `Date` header; undefined until one was seen. */
+  get clockOffsetMs(): number | undefined {
+    return this.#clockOffsetMs;
   }
 
   get timeoutMs(): number {

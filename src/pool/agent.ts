@@ -1,30 +1,32 @@
 /**
- * pool/ owns finding and claiming work for the pool: the agent's poll loop, slots and signal loop
- * (this file), the poller, claims (claim.ts), the reaper (reaper.ts) and crash recovery at start
- * (recovery.ts). It may import every folder below it; only the command line (src/cli.ts) imports
- * it.
+ * pool/ owns finding and claiming work: the agent's poll loop, slots and signal loop (this file),
+ * the poller, claims, paging, the reaper and crash recovery at start. It may import every folder
+ * below it; only the command line imports it.
  *
  * The agent: one poll loop that discovers and claims work while slots are free, a p-queue that
  * runs at most `max_concurrent` jobs (plus one reserved slot for TEST_CONNECTION, which the UI
  * waits for), one signal loop that reads KILL signals of every held run in a single batched
  * request, and the drain on shutdown.
  *
- * State machine:  created → running → draining → stopped
+ * States: created → running → draining → stopped
  *   running:  polling, claiming, running jobs.
  *   draining: no more claims; jobs finish (up to shutdown_timeout), then are cancelled (ABORTED).
  *   stopped:  every job ended and every result was delivered or given up on.
  */
 import { EventEmitter } from "node:events";
 import PQueue from "p-queue";
-import { type ClaimOutcome, claimRequest, settleClaim } from "./claim.ts";
+import { type ClaimOutcome, claimRequest, settleClaim, type UncertainClaim } from "./claim.ts";
 import { GmsError, isRetryable } from "../errors.ts";
-import type { Discovery, GmsApi, PageInfo } from "../gms/client.ts";
+import type { Discovery, GmsApi } from "../gms/client.ts";
 import { ownerLine } from "../identity.ts";
 import { type ClaimedRequest, Job, type JobDeps, runDirName } from "../run/job.ts";
 import { Poller } from "./poller.ts";
 import { sleep } from "../run/process.ts";
 import type { Candidate } from "../request.ts";
 import { pruneRunLogs } from "../state/retention.ts";
+import type { LiveState } from "../observe/live.ts";
+import { metrics } from "../observe/metrics.ts";
+import { nextPages, pendingOf, spreadClaims } from "./paging.ts";
 import { Reaper } from "./reaper.ts";
 
 export type AgentState = "created" | "running" | "draining" | "stopped";
@@ -41,17 +43,12 @@ export interface AgentEvents {
 /** What the agent needs: everything a job needs, with the full GMS client. */
 export interface AgentDeps extends JobDeps {
   gms: GmsApi;
+  /** Where the endpoints read the agent's live state (when they are on). */
+  live?: LiveState;
 }
 
 /** Tasks that may use the reserved slot: they take seconds and a user is watching. */
 const FAST_TASKS = new Set(["TEST_CONNECTION"]);
-
-/** A claim whose answer was lost: settled by reading before anything else is decided. */
-interface UncertainClaim {
-  token: string;
-  startTimeMs: number;
-  useReservedSlot: boolean;
-}
 
 export class Agent extends EventEmitter<AgentEvents> {
   readonly #d: AgentDeps;
@@ -78,6 +75,10 @@ export class Agent extends EventEmitter<AgentEvents> {
       intervalMs: agent.pollIntervalMs,
       maxBackoffMs: Math.max(agent.pollIntervalMs, 300_000),
       tick: () => this.#poll(),
+      onIteration: (ok, waitMs) => {
+        metrics.poll(ok ? "ok" : "error");
+        deps.live?.pollIteration(ok, waitMs);
+      },
       log: deps.log,
     });
     this.#reaper = new Reaper({
@@ -129,6 +130,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     if (this.#state === "created") this.#setState("stopped");
     this.#drained ??= (async () => {
       this.#setState("draining");
+      this.#d.live?.draining();
       await this.#poller.stop();
       const idle = Promise.all([this.#queue.onIdle(), this.#fastQueue.onIdle()]);
       if (this.#jobs.size > 0) {
@@ -202,6 +204,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       runningStart: this.#runningStart,
     });
     this.emit("polled", { pending: found.pending.length, running: found.running.length });
+    this.#observePending(found);
     // Whether this page led anywhere: a claim decided (won, lost, cancelled, uncertain) or a
     // stale request closed. Skips and per-candidate errors do not count.
     let progressed = false;
@@ -242,6 +245,13 @@ export class Agent extends EventEmitter<AgentEvents> {
     }
   }
 
+  /** How many requests are pending, and how old the oldest is (GMS's clock). */
+  #observePending(found: Discovery): void {
+    const { total, ageS } = pendingOf(found, this.#d.gms.serverNow());
+    metrics.pending(total, ageS);
+    this.#d.live?.polled(total, ageS);
+  }
+
   /** Slots free for a claim: a claim still being settled holds its slot like a job. */
   #freeSlots(): number {
     let uncertain = 0;
@@ -250,22 +260,14 @@ export class Agent extends EventEmitter<AgentEvents> {
       uncertain;
   }
 
-  /**
-   * Paging of discovery. The pending page stays at the head (oldest first) unless a whole full
-   * page gave nothing to claim while slots were free (requests of another executor in list
-   * mode, unreadable ones): then the next poll looks at the next page, wrapping at the end.
-   * The running page walks through every RUNNING request, one page per poll.
-   */
+  /** Paging of discovery (paging.ts `nextPages`). */
   #advancePages(found: Discovery, claimedOrBusy: boolean): void {
-    const next = (p: PageInfo) => {
-      const end = p.start + p.returned;
-      return p.returned > 0 && end < p.total ? end : 0;
-    };
-    this.#pendingStart = claimedOrBusy ? 0 : next(found.pages.pending);
-    this.#runningStart = next(found.pages.running);
+    ({ pending: this.#pendingStart, running: this.#runningStart } = nextPages(
+      found.pages,
+      claimedOrBusy,
+    ));
   }
 
-  /** Claims one candidate; true when the claim was decided (not skipped). */
   async #claim(c: Candidate, useReservedSlot: boolean): Promise<boolean> {
     const { config, identity } = this.#d;
     const outcome = await claimRequest(this.#d.gms, c.urn, identity, config.agent.leaseTtlMs);
@@ -277,6 +279,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     const { log } = this.#d;
     switch (outcome.kind) {
       case "lost":
+        metrics.claim("lost");
         log.debug("claim lost to another agent", { urn });
         return;
       case "skip":
@@ -297,10 +300,16 @@ export class Agent extends EventEmitter<AgentEvents> {
           useReservedSlot,
         });
         return;
-      case "claimed":
+      case "claimed": {
+        metrics.claim("won");
+        const requestedAt = outcome.request.input.requestedAt;
+        if (requestedAt !== undefined) {
+          metrics.queueWait((this.#d.gms.serverNow() - requestedAt) / 1000);
+        }
         log.info("claimed", { urn, task, reserved_slot: useReservedSlot || undefined });
         this.emit("claimed", { urn, task });
         this.#startJob(outcome, useReservedSlot);
+      }
     }
   }
 
@@ -324,9 +333,20 @@ export class Agent extends EventEmitter<AgentEvents> {
   #startJob(claimed: ClaimedRequest, useReservedSlot: boolean): void {
     const job = new Job(this.#d, claimed);
     this.#jobs.set(job.urn, job);
+    this.#d.live?.runStarted({
+      urn: job.urn,
+      task: job.task,
+      started_at: new Date(job.startTimeMs).toISOString(),
+      read: () => ({ pid: job.pid, sourceType: job.sourceType, lastOutputAt: job.lastOutputAt }),
+    });
     const queue = useReservedSlot ? this.#fastQueue : this.#queue;
+    const live = this.#d.live;
     void queue.add(() => job.run()).finally(() => {
       this.#jobs.delete(job.urn);
+      live?.runEnded(job.urn);
+      if (job.status) {
+        metrics.runFinished(job.task, job.status, (Date.now() - job.startTimeMs) / 1000);
+      }
       this.emit("finished", { urn: job.urn });
       this.#poller.nudge(); // a slot is free: look for work now
       void this.#prune();
@@ -377,19 +397,4 @@ export class Agent extends EventEmitter<AgentEvents> {
       job.cancel("user", signal.value.createdAt?.actor, signal.value.createdAt?.time);
     }
   }
-}
-
-/**
- * Agents of a pool see the same oldest-first list; if all went for its head they would mostly
- * collide (lost claims cost a read and a write each). Each agent shuffles a window of about three
- * times its free slots at the head of the list, so they spread, and keeps the rest in order.
- */
-export function spreadClaims<T>(candidates: T[], free: number, random = Math.random): T[] {
-  const window = Math.min(candidates.length, Math.max(0, free) * 3);
-  const head = candidates.slice(0, window);
-  for (let i = head.length - 1; i > 0; i--) {
-    const j = Math.floor(random() * (i + 1));
-    [head[i], head[j]] = [head[j]!, head[i]!];
-  }
-  return [...head, ...candidates.slice(window)];
 }

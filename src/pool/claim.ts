@@ -114,3 +114,10 @@ export async function settleClaim(
     token,
   };
 }
+
+/** A claim whose answer was lost: settled by reading before anything else is decided. */
+export interface UncertainClaim {
+  token: string;
+  startTimeMs: number;
+  useReservedSlot: boolean;
+}

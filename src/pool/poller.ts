@@ -15,6 +15,8 @@ export interface PollerOptions {
   /** Cap of the error backoff. */
   maxBackoffMs: number;
   tick: () => Promise<void>;
+  /** Told after every iteration: whether it succeeded, and the wait before the next one. */
+  onIteration?: (ok: boolean, waitMs: number) => void;
   log: Logger;
   random?: () => number;
 }
@@ -77,6 +79,7 @@ export class Poller {
           retry_in_ms: wait,
         });
       }
+      this.#opts.onIteration?.(this.#errors === 0, wait);
       if (this.#stopped) break;
       // A nudge during a failing streak does not bypass the backoff.
       if (this.#nudged && this.#errors === 0) continue;

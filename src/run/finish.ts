@@ -157,3 +157,29 @@ export async function readReportFile(
     return { text };
   }
 }
+
+/** The RUNNING report of a run: owner, head and tail of its output, a stale-output note. */
+export function progressReport(p: {
+  owner: string;
+  runLog: RunLog | undefined;
+  lastLineAt: number;
+  staleAfterMs: number;
+  head: number;
+  tail: number;
+}): string {
+  const log = p.runLog;
+  const lines = [p.owner];
+  if (!log || log.lines === 0) lines.push("No logs yet");
+  else lines.push(log.excerpt(p.head, p.tail));
+  const silentMs = Date.now() - p.lastLineAt;
+  if (silentMs >= p.staleAfterMs) {
+    // Rounded to the stale period, so a silent run does not cause a write every heartbeat.
+    const since = new Date(p.lastLineAt).toISOString();
+    const minutes = Math.floor(silentMs / p.staleAfterMs) * Math.round(p.staleAfterMs / 1000);
+    lines.push(
+      `WARNING: These logs appear to be stale. No new logs have been received since ${since} (over ${minutes} seconds ago). ` +
+        "However, the ingestion process still appears to be running and may complete normally.",
+    );
+  }
+  return lines.join("\n");
+}

@@ -32,6 +32,7 @@ import {
   cancelStatus,
   exitOutcome,
   leaseLostNote,
+  progressReport,
   readReportFile,
   terminalValue,
 } from "./finish.ts";
@@ -95,6 +96,8 @@ export class Job {
   #timeoutLimit: string | undefined;
   /** Set when the CLI exited: a cancel after that changes nothing. */
   #exited = false;
+  #status: TerminalStatus | undefined;
+  #sourceType: string | undefined;
   #leaseLostAfterMs: number | undefined;
   readonly #runDir: string;
   readonly #token: string;
@@ -130,6 +133,21 @@ export class Job {
       token: claimed.token,
       version: claimed.version,
     };
+  }
+
+  /** Read by the agent and its live state: terminal status (undefined while running or when
+   * fenced), the CLI's pid, the recipe's source type, when the run last printed a line. */
+  get status(): TerminalStatus | undefined {
+    return this.#status;
+  }
+  get pid(): number | undefined {
+    return this.#process?.pid;
+  }
+  get sourceType(): string | undefined {
+    return this.#sourceType;
+  }
+  get lastOutputAt(): number | undefined {
+    return this.#runLog?.lastLineAt;
   }
 
   get cancelReason(): CancelReason | undefined {
@@ -243,6 +261,7 @@ export class Job {
     });
     if (!prepared) return undefined;
     const { command: cli, args: argv, env, sourceType: type, debug } = prepared;
+    this.#sourceType = type;
     this.#runLog = new RunLog({ file: path.join(runDir, "run.log"), redact: this.#mask });
     const runLog = this.#runLog;
     this.#note("INFO", `Running: ${path.basename(cli)} ${argv.join(" ")}`);
@@ -309,23 +328,14 @@ export class Job {
   }
 
   #progressReport(): string {
-    const log = this.#runLog;
-    const lines = [ownerLine(this.#deps.identity)];
-    if (!log || log.lines === 0) lines.push("No logs yet");
-    else lines.push(log.excerpt(PROGRESS_HEAD_CHARS, PROGRESS_TAIL_CHARS));
-    const last = log?.lastLineAt ?? this.startTimeMs;
-    const silentMs = Date.now() - last;
-    const staleAfter = this.#deps.config.ingestion.staleOutputMs;
-    if (silentMs >= staleAfter) {
-      // Rounded to the stale period, so a silent run does not cause a write every heartbeat.
-      const since = new Date(last).toISOString();
-      const minutes = Math.floor(silentMs / staleAfter) * Math.round(staleAfter / 1000);
-      lines.push(
-        `WARNING: These logs appear to be stale. No new logs have been received since ${since} (over ${minutes} seconds ago). ` +
-          "However, the ingestion process still appears to be running and may complete normally.",
-      );
-    }
-    return lines.join("\n");
+    return progressReport({
+      owner: ownerLine(this.#deps.identity),
+      runLog: this.#runLog,
+      lastLineAt: this.#runLog?.lastLineAt ?? this.startTimeMs,
+      staleAfterMs: this.#deps.config.ingestion.staleOutputMs,
+      head: PROGRESS_HEAD_CHARS,
+      tail: PROGRESS_TAIL_CHARS,
+    });
   }
 
   async #finish(
@@ -363,6 +373,7 @@ export class Job {
       createdAt: Date.now(),
     });
     await this.#deps.state.removeRun(this.id);
+    this.#status = status;
     this.#log.info("run finished", {
       status,
       duration_ms: value.durationMs,

@@ -14,6 +14,7 @@ import { GmsError } from "../errors.ts";
 import type { GmsApi } from "../gms/client.ts";
 import type { Identity } from "../identity.ts";
 import type { Logger } from "../observe/log.ts";
+import { metrics } from "../observe/metrics.ts";
 import type { ResultValue } from "../request.ts";
 import { writeOwned } from "../gms/result_write.ts";
 
@@ -145,6 +146,7 @@ export class Reporter {
 
   #failed(error: GmsError): HeartbeatOutcome {
     this.#failures++;
+    metrics.leaseRenewFailure();
     const lost = this.leaseLost;
     const level = lost || this.#failures === 1 || this.#failures % 10 === 0 ? "warn" : "debug";
     this.#o.log[level](

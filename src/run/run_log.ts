@@ -4,7 +4,9 @@
  * counts. The full log goes to `run.log` in the run directory (already redacted), so operators
  * can read what the UI report leaves out.
  */
+import { Buffer } from "node:buffer";
 import { createWriteStream, type WriteStream } from "node:fs";
+import { metrics } from "../observe/metrics.ts";
 import { openNewPrivateFile } from "../state/private_fs.ts";
 
 export const HEAD_BYTES = 64 * 1024;
@@ -47,6 +49,7 @@ export class RunLog {
 
   /** Adds one line of output. */
   add(raw: string): void {
+    metrics.logBytes(Buffer.byteLength(raw) + 1);
     const line = this.#redact(raw);
     this.#lines++;
     this.#changes++;

@@ -55,6 +55,22 @@ export function releaseHeldLock(lock: string): void {
   claimedHere.delete(lock);
 }
 
+/**
+ * The live agent holding the lock of `stateDir`, if any. Read only: the lock is never taken or
+ * changed (for `ingest-agent doctor`). A missing directory or lock file means no holder.
+ */
+export async function lockHolder(stateDir: string): Promise<{ pid: number } | undefined> {
+  let content: string | undefined;
+  try {
+    content = await readLock(path.join(stateDir, "agent.lock"));
+  } catch (err) {
+    if (errno(err) === "ENOTDIR") return undefined;
+    throw err;
+  }
+  if (content === undefined || !holderLive(content)) return undefined;
+  return { pid: Number(content.trim().split(" ")[0]) };
+}
+
 type Claim = { held: true } | { held: false; holder: string; busy: boolean };
 
 /** This process's lock content: "<pid> <starttime>". */

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { spreadClaims } from "./agent.ts";
+import { spreadClaims } from "./paging.ts";
 
 Deno.test("spreadClaims shuffles a window of 3 × free slots at the head and keeps the rest in order", () => {
   const list = Array.from({ length: 20 }, (_, i) => i);
