@@ -263,3 +263,15 @@ export function terminal(sim: GmsSimulator, urn: string, timeoutMs = 30_000) {
     `terminal result of ${urn}`,
   );
 }
+
+/** Waits until the fake CLI's journal shows the run of `urn` started; returns its start entry. */
+export async function started(s: Setup, urn: string, timeoutMs = 15_000) {
+  const id = urn.split(":").pop()!;
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const e = (await s.cli.readJournal()).find((j) => j.event === "start" && j.runId === id);
+    if (e) return e;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  throw new Error(`run of ${urn} did not start`);
+}

@@ -10,23 +10,11 @@ import { spawn } from "node:child_process";
 import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { alive } from "../../src/state/state_dir.ts";
-import { recipe, setup, terminal } from "../harness.ts";
+import { recipe, setup, started, terminal } from "../harness.ts";
 import type { Fault } from "../sim/gms_simulator.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 type S = Awaited<ReturnType<typeof setup>>;
-
-/** Waits until the fake CLI journal shows the run started. */
-async function started(s: S, urn: string, timeoutMs = 15_000) {
-  const id = urn.split(":").pop()!;
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const e = (await s.cli.readJournal()).find((j) => j.event === "start" && j.runId === id);
-    if (e) return e;
-    await sleep(25);
-  }
-  throw new Error(`run of ${urn} did not start`);
-}
 
 /** The CLI's journal for one request: how often it started and how each run ended. */
 async function runsOf(s: S, urn: string) {

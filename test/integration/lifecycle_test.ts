@@ -3,22 +3,10 @@
  * reaping, shutdown, crash recovery, GMS outages, through the executable and the simulator.
  */
 import assert from "node:assert/strict";
-import { recipe, setup, terminal } from "../harness.ts";
+import { recipe, setup, started, terminal } from "../harness.ts";
 import { alive } from "../../src/state/state_dir.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** Waits until the fake CLI journal shows the run started; returns its start entry. */
-async function started(s: Awaited<ReturnType<typeof setup>>, urn: string, timeoutMs = 15_000) {
-  const id = urn.split(":").pop()!;
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const e = (await s.cli.readJournal()).find((j) => j.event === "start" && j.runId === id);
-    if (e) return e;
-    await sleep(25);
-  }
-  throw new Error(`run of ${urn} did not start`);
-}
 
 async function grandchildOf(s: Awaited<ReturnType<typeof setup>>, pid: number): Promise<number> {
   for (let i = 0; i < 200; i++) {

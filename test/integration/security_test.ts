@@ -8,21 +8,9 @@ import assert from "node:assert/strict";
 import { chown, mkdir, readFile, symlink, writeFile } from "node:fs/promises";
 import path from "node:path";
 import process from "node:process";
-import { recipe, runAgentOnce, setup, spawnAgent, terminal } from "../harness.ts";
+import { recipe, runAgentOnce, setup, spawnAgent, started, terminal } from "../harness.ts";
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 type S = Awaited<ReturnType<typeof setup>>;
-
-async function startOf(s: S, urn: string, timeoutMs = 15_000) {
-  const id = urn.split(":").pop()!;
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const e = (await s.cli.readJournal()).find((j) => j.event === "start" && j.runId === id);
-    if (e) return e;
-    await sleep(25);
-  }
-  throw new Error(`run of ${urn} did not start`);
-}
 
 const SYSTEM_SECRET = "JohnSnowKnowsNothing";
 
@@ -47,7 +35,7 @@ Deno.test("environment: a run sees an allowlist; agent credentials only when the
   });
   assert.equal((await terminal(s.sim, withSink)).status, "SUCCESS");
   assert.equal((await terminal(s.sim, sinkless)).status, "SUCCESS");
-  const a = await startOf(s, withSink);
+  const a = await started(s, withSink);
   const keys = new Set(a.envKeys);
   for (const k of ["PATH", "AWS_REGION", "LC_ALL", "INGEST_AGENT_RUN"]) {
     assert.ok(keys.has(k), `${k} is passed`);
@@ -61,7 +49,7 @@ Deno.test("environment: a run sees an allowlist; agent credentials only when the
       "DATAHUB_GMS_URL",
     ]
   ) assert.ok(!keys.has(k), `${k} is withheld from a run with its own sink`);
-  const b = await startOf(s, sinkless);
+  const b = await started(s, sinkless);
   const sinklessKeys = new Set(b.envKeys);
   assert.ok(sinklessKeys.has("DATAHUB_GMS_TOKEN") && sinklessKeys.has("DATAHUB_GMS_URL"));
   assert.equal(b.env?.DATAHUB_GMS_TOKEN, s.sim.token, "the default sink gets the agent's token");
@@ -115,7 +103,7 @@ Deno.test("secrets: env_secrets_prefix narrows which variables may answer a ${NA
     r.report!,
     /'OTHER_PASSWORD' does not start with ingestion\.env_secrets_prefix 'RECIPE_'/,
   );
-  const start = await startOf(s, allowed);
+  const start = await started(s, allowed);
   const config = (start.recipe as { source: { config: Record<string, string> } }).source.config;
   assert.equal(config.password, "pw-from-env-1");
 });
@@ -194,7 +182,7 @@ Deno.test("masking: after a crash and a restart, the recovered report holds no s
   const id = urn.split(":").pop()!;
   const settings = { agent: { state_dir: `${s.dir}/shared-state`, work_dir: `${s.dir}/work` } };
   const first = await s.startAgent(settings);
-  const start = await startOf(s, urn);
+  const start = await started(s, urn);
   first.signal("SIGKILL");
   await first.exited;
   // While no agent watched, the CLI finished: it wrote its report (echoing its config, as the
