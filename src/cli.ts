@@ -1,5 +1,5 @@
 /**
- * The command line: `run` (default), `validate`, `--version`, `--help`. Maps every outcome to an
+ * The command line: `run` (default), `once`, `validate`, `doctor`, `--version`, `--help`. Maps every outcome to an
  * exit code in one place: 0 clean stop, 2 bad usage or configuration, 1 any other fatal error.
  * Also owns the process's signals: first SIGTERM/SIGINT drains, the second cancels runs now, the
  * third exits at once (repeats within 2 s count as one).
@@ -7,8 +7,10 @@
 import process from "node:process";
 import { Agent } from "./pool/agent.ts";
 import { doctor } from "./commands/doctor.ts";
+import { OnceWork } from "./commands/once.ts";
+import { sleep } from "./run/process.ts";
 import { type AgentConfig, ConfigError, loadConfig } from "./config/config.ts";
-import { AgentError } from "./errors.ts";
+import { AgentError, isRetryable } from "./errors.ts";
 import { GmsClient } from "./gms/client.ts";
 import { newIdentity } from "./identity.ts";
 import { createLogger, type Logger } from "./observe/log.ts";
@@ -24,6 +26,8 @@ const USAGE = `ingest-agent ${VERSION}: runs DataHub ingestion requests close to
 
 Usage:
   ingest-agent [run] --config <file>     poll GMS and run requests until SIGTERM/SIGINT
+  ingest-agent once --config <file>      run every request pending at start, then exit
+                                         (exit 0: all succeeded or none pending; 1 otherwise)
   ingest-agent validate --config <file>  check a configuration file; print every problem
   ingest-agent doctor --config <file>    check GMS, credentials, secrets, the datahub CLI, the
                                          directories, the lock, proxy and clock; one line each
@@ -33,7 +37,8 @@ The configuration is YAML: the native form (see agent.yml) or a DataHub Actions 
 pipeline file. Strings may use \${VAR} and \${VAR:-default}.
 
 Signals: the first SIGTERM/SIGINT stops claiming and lets runs finish (up to
-agent.shutdown_timeout); the second cancels runs now; the third exits at once.
+agent.shutdown_timeout); the second cancels runs now; the third exits at once. A repeat
+within 2 s of the previous one counts as the same signal.
 
 Exit codes: 0 clean stop, 2 bad usage or configuration, 1 other fatal error.`;
 
@@ -50,7 +55,7 @@ const defaultIo: Io = {
 };
 
 interface Parsed {
-  command: "run" | "validate" | "doctor" | "help" | "version";
+  command: "run" | "once" | "validate" | "doctor" | "help" | "version";
   config?: string;
 }
 
@@ -65,7 +70,9 @@ function parseArgs(args: string[]): Parsed {
       config = args[++i];
       if (config === undefined) throw new AgentError("USAGE", `${a} needs a file path`);
     } else if (a.startsWith("--config=")) config = a.slice("--config=".length);
-    else if ((a === "run" || a === "validate" || a === "doctor") && command === undefined) {
+    else if (
+      (a === "run" || a === "once" || a === "validate" || a === "doctor") && command === undefined
+    ) {
       command = a;
     } else throw new AgentError("USAGE", `unknown argument '${a}'`);
   }
@@ -112,10 +119,16 @@ export async function main(args: string[], io: Io = defaultIo): Promise<number> 
     io.out(`${file}: valid (${loaded.form} form, executor_id ${loaded.config.executorId})\n`);
     return 0;
   }
-  return await run(loaded.config, loaded.warnings, io);
+  return await serve(loaded.config, loaded.warnings, io, parsed.command);
 }
 
-async function run(config: AgentConfig, warnings: string[], io: Io): Promise<number> {
+/** `run` until a signal, or `once`: the requests pending at start (commands/once.ts). */
+async function serve(
+  config: AgentConfig,
+  warnings: string[],
+  io: Io,
+  mode: "run" | "once",
+): Promise<number> {
   const redactor = new Redactor();
   // The agent's own credentials are masked wherever they might surface.
   if (config.datahub.token) redactor.add("datahub.token", config.datahub.token);
@@ -179,9 +192,10 @@ async function run(config: AgentConfig, warnings: string[], io: Io): Promise<num
     return 2;
   }
   const live = observe.live;
+  const work = mode === "once" ? new OnceWork({ gms, identity, log }) : undefined;
   const agent = new Agent({
     config,
-    gms,
+    gms: work?.narrowed() ?? gms,
     identity,
     log,
     redactor,
@@ -199,15 +213,23 @@ async function run(config: AgentConfig, warnings: string[], io: Io): Promise<num
     auth: gms.http.authKind,
     max_concurrent: config.agent.maxConcurrent,
   });
-  const signals = installSignals(agent, config, log, state);
+  const interrupted = new AbortController();
+  const signals = installSignals(agent, config, log, state, () => interrupted.abort());
+  let code = 0;
   try {
     const resumed = await outbox.resume();
     if (resumed.length > 0) {
       log.info("delivering results left by the previous start", { results: resumed.length });
     }
     await recoverRuns({ state, outbox, identity, log, redactor, resumed });
-    agent.start(); // a no-op when a signal during recovery already stopped the agent
-    await signals.stopped;
+    if (work) {
+      code = await runOnce(work, agent, interrupted.signal, log);
+      await agent.drain(); // the same drain as a signal's, if one came first
+    } else {
+      agent.start(); // a no-op when a signal during recovery already stopped the agent
+      await signals.stopped;
+    }
+    if (work) code = Math.max(code, work.finish(outbox.pending));
   } finally {
     signals.remove();
     outbox.stop();
@@ -216,21 +238,67 @@ async function run(config: AgentConfig, warnings: string[], io: Io): Promise<num
     state.close();
   }
   log.info("ingest-agent stopped");
-  return 0;
+  return code;
+}
+
+/**
+ * `once`: fixes the work set (retrying GMS trouble for about 2 minutes) and runs it until every
+ * request of it is decided or a signal came; the caller then drains the agent, which delivers
+ * every result. Resolves 1 when the set could not be read, else 0 (the runs' outcome is
+ * `OnceWork.finish`'s).
+ */
+async function runOnce(
+  work: OnceWork,
+  agent: Agent,
+  interrupted: AbortSignal,
+  log: Logger,
+): Promise<number> {
+  let code = 0;
+  for (let attempt = 1, waitMs = 1000;; attempt++, waitMs = Math.min(waitMs * 2, 30_000)) {
+    try {
+      const count = await work.collect();
+      log.info("once: requests pending at start", { requests: count });
+      if (count > 0) agent.start();
+      break;
+    } catch (err) {
+      if (!isRetryable(err) || attempt >= 7 || interrupted.aborted) {
+        log.error("once: cannot read the pending requests", { error: err });
+        code = 1;
+        break;
+      }
+      log.warn("once: cannot read the pending requests yet; retrying", {
+        error: err,
+        retry_in_ms: waitMs,
+      });
+      await sleep(waitMs);
+    }
+  }
+  if (code === 0 && !interrupted.aborted) await work.follow(agent, interrupted);
+  return code;
 }
 
 /** First signal drains, second cancels runs now, third exits at once; repeats within 2 s are one. */
-function installSignals(agent: Agent, config: AgentConfig, log: Logger, state: StateDir) {
+function installSignals(
+  agent: Agent,
+  config: AgentConfig,
+  log: Logger,
+  state: StateDir,
+  onFirst: () => void,
+) {
   let count = 0;
   let last = 0;
   let resolveStopped!: () => void;
   const stopped = new Promise<void>((r) => resolveStopped = r);
   const handler = (signal: NodeJS.Signals) => {
     const now = Date.now();
-    if (count > 0 && now - last < 2000) return;
+    if (count > 0 && now - last < 2000) {
+      log.info(`${signal}: repeated within 2 s, counted once (send it again after 2 s)`);
+      return;
+    }
     last = now;
     count++;
     if (count === 1) {
+      onFirst();
       log.info(
         `${signal}: stopping; no new claims, runs may finish (next signal cancels them now)`,
         {

@@ -149,6 +149,8 @@ export function spawnAgent(
     hideNode?: boolean;
     /** In a network namespace of its own (loopback down): no packet can leave the machine. */
     isolatedNet?: boolean;
+    /** The command before --config (default: none, which is `run`). */
+    command?: "run" | "once";
   } = {},
 ): AgentProcess {
   let { command, args } = agentCommand();
@@ -162,7 +164,7 @@ export function spawnAgent(
     command = "/usr/bin/unshare";
   }
   const child = new Deno.Command(command, {
-    args: [...args, "--config", configFile],
+    args: [...args, ...(options.command ? [options.command] : []), "--config", configFile],
     env: options.env,
     clearEnv: options.clearEnv,
     stdin: "null",

@@ -15,10 +15,15 @@
  */
 import { EventEmitter } from "node:events";
 import PQueue from "p-queue";
-import { type ClaimOutcome, claimRequest, settleClaim, type UncertainClaim } from "./claim.ts";
+import {
+  type ClaimOutcome,
+  claimRequest,
+  closeStale,
+  settleClaim,
+  type UncertainClaim,
+} from "./claim.ts";
 import { GmsError, isRetryable } from "../errors.ts";
 import type { Discovery, GmsApi } from "../gms/client.ts";
-import { ownerLine } from "../identity.ts";
 import { type ClaimedRequest, Job, type JobDeps, runDirName } from "../run/job.ts";
 import { Poller } from "./poller.ts";
 import { sleep } from "../run/process.ts";
@@ -35,8 +40,10 @@ export type AgentState = "created" | "running" | "draining" | "stopped";
 export interface AgentEvents {
   polled: [{ pending: number; running: number }];
   claimed: [{ urn: string; task: string }];
-  finished: [{ urn: string }];
-  reaped: [{ urn: string; status: string }];
+  /** A job ended; `status` is its terminal status (undefined if it wrote none). */
+  finished: [{ urn: string; task: string; status?: string }];
+  /** A request closed without running: by the reaper, or as too old (`stale`). */
+  reaped: [{ urn: string; status: string; stale?: boolean }];
   state: [AgentState];
 }
 
@@ -104,6 +111,11 @@ export class Agent extends EventEmitter<AgentEvents> {
 
   get activeRuns(): number {
     return this.#jobs.size;
+  }
+
+  /** Whether anything is still in flight here: a job, or a claim whose answer was lost. */
+  get busy(): boolean {
+    return this.#jobs.size > 0 || this.#uncertain.size > 0;
   }
 
   #setState(state: AgentState): void {
@@ -222,7 +234,7 @@ export class Agent extends EventEmitter<AgentEvents> {
         now - c.requestedAt > config.agent.maxRequestAgeMs;
       const done = await this.#perCandidate(
         c,
-        () => stale ? this.#abortStale(c, now) : this.#claim(c, fast && slots <= 0),
+        () => stale ? this.#closeStale(c, now) : this.#claim(c, fast && slots <= 0),
       );
       progressed ||= done;
     }
@@ -347,35 +359,22 @@ export class Agent extends EventEmitter<AgentEvents> {
       if (job.status) {
         metrics.runFinished(job.task, job.status, (Date.now() - job.startTimeMs) / 1000);
       }
-      this.emit("finished", { urn: job.urn });
+      this.emit("finished", { urn: job.urn, task: job.task, status: job.status });
       this.#poller.nudge(); // a slot is free: look for work now
       void this.#prune();
     });
   }
 
-  /** A request nobody picked up within max_request_age is closed, so it stops showing as Pending. */
-  async #abortStale(c: Candidate, now: number): Promise<boolean> {
-    const { config, identity, log } = this.#d;
-    const waited = now - (c.requestedAt ?? 0);
-    const outcome = await claimRequest(
-      this.#d.gms,
-      c.urn,
-      identity,
-      config.agent.leaseTtlMs,
-      Date.now(),
-      (start) => ({
-        status: "ABORTED",
-        startTimeMs: start,
-        durationMs: 0,
-        report:
-          `${ownerLine(identity)}\nThis request waited ${Math.round(waited / 60000)} minutes ` +
-          `(longer than agent.max_request_age) and no agent for executor '${config.executorId}' picked it up, so it was not run. ` +
-          "Run it again if it is still wanted.",
-      }),
-    );
+  /** A request nobody picked up within max_request_age is closed (claim.ts `closeStale`). */
+  async #closeStale(c: Candidate, now: number): Promise<boolean> {
+    const waitedMs = now - (c.requestedAt ?? 0);
+    const outcome = await closeStale(this.#d.gms, c.urn, { ...this.#d, waitedMs });
     if (outcome.kind === "claimed") {
-      log.warn("closed a request that waited too long", { urn: c.urn, waited_ms: waited });
-      this.emit("reaped", { urn: c.urn, status: "ABORTED" });
+      this.#d.log.warn("closed a request that waited too long", {
+        urn: c.urn,
+        waited_ms: waitedMs,
+      });
+      this.emit("reaped", { urn: c.urn, status: "ABORTED", stale: true });
     }
     return outcome.kind !== "skip";
   }

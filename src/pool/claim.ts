@@ -3,6 +3,7 @@
  * with `If-Version-Match: -1`. GMS performs the compare-and-set inside its write transaction, so
  * exactly one agent of a pool wins; the others get 412 and move on without noise (SPEC §5.4).
  */
+import type { AgentConfig } from "../config/config.ts";
 import type { GmsError } from "../errors.ts";
 import type { GmsApi } from "../gms/client.ts";
 import { type Identity, isOurs, newToken, ownerLine } from "../identity.ts";
@@ -120,4 +121,26 @@ export interface UncertainClaim {
   token: string;
   startTimeMs: number;
   useReservedSlot: boolean;
+}
+
+/**
+ * A request nobody picked up within max_request_age is closed as ABORTED through a claim (so only
+ * one agent of a pool does it), and stops showing as Pending. Resolves the claim's outcome.
+ */
+export function closeStale(
+  gms: Pick<GmsApi, "readRequest" | "writeResult">,
+  urn: string,
+  o: { identity: Identity; config: AgentConfig; waitedMs: number },
+): Promise<ClaimOutcome> {
+  const { executorId, agent } = o.config;
+  return claimRequest(gms, urn, o.identity, agent.leaseTtlMs, Date.now(), (start) => ({
+    status: "ABORTED",
+    startTimeMs: start,
+    durationMs: 0,
+    report:
+      `${ownerLine(o.identity)}\nThis request waited ${
+        Math.round(o.waitedMs / 60000)
+      } minutes (longer than agent.max_request_age) and no agent for executor '${executorId}' picked it up, so it was not run. ` +
+      "Run it again if it is still wanted.",
+  }));
 }
