@@ -8,7 +8,7 @@ import process from "node:process";
 import { Agent } from "./pool/agent.ts";
 import { doctor } from "./commands/doctor.ts";
 import { OnceWork } from "./commands/once.ts";
-import { sleep } from "./run/process.ts";
+import { platformLimits, sleep } from "./run/process.ts";
 import { type AgentConfig, ConfigError, loadConfig } from "./config/config.ts";
 import { AgentError, isRetryable } from "./errors.ts";
 import { GmsClient } from "./gms/client.ts";
@@ -143,6 +143,7 @@ async function serve(
     redact: redactor.mask,
   });
   for (const w of warnings) log.warn(w);
+  for (const limit of platformLimits()) log.warn(limit);
   const identity = newIdentity(config.executorId);
   try {
     // Recipes hold secrets while a run lasts: both directories are the agent user's alone.
@@ -221,10 +222,21 @@ async function serve(
     if (resumed.length > 0) {
       log.info("delivering results left by the previous start", { results: resumed.length });
     }
-    await recoverRuns({ state, outbox, identity, log, redactor, resumed });
+    await recoverRuns({
+      state,
+      outbox,
+      identity,
+      log,
+      redactor,
+      resumed,
+      gms,
+      adopt: (run) => agent.adopt(run),
+    });
     if (work) {
       code = await runOnce(work, agent, interrupted.signal, log);
-      await agent.drain(); // the same drain as a signal's, if one came first
+      const detached = interrupted.signal.aborted && config.agent.onShutdown === "detach";
+      // The same drain as a signal's, if one came first.
+      await (detached ? signals.stopped : agent.drain());
     } else {
       agent.start(); // a no-op when a signal during recovery already stopped the agent
       await signals.stopped;
@@ -297,7 +309,16 @@ function installSignals(
     }
     last = now;
     count++;
-    if (count === 1) {
+    if (count === 1 && config.agent.onShutdown === "detach") {
+      onFirst();
+      log.info(
+        `${signal}: detaching (agent.on_shutdown: detach); runs go on, the next start re-adopts them`,
+        {
+          runs: agent.activeRuns,
+        },
+      );
+      agent.detach().then(resolveStopped, resolveStopped);
+    } else if (count === 1) {
       onFirst();
       log.info(
         `${signal}: stopping; no new claims, runs may finish (next signal cancels them now)`,

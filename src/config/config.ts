@@ -42,6 +42,8 @@ export interface AgentConfig {
     readonly leaseTtlMs: number;
     readonly cancelGraceMs: number;
     readonly shutdownTimeoutMs: number;
+    /** What the first SIGTERM does to runs: wait for them, or leave them to the next start. */
+    readonly onShutdown: "drain" | "detach";
     readonly stateDir: string;
     readonly workDir: string;
     readonly maxRequestAgeMs: number;
@@ -218,6 +220,7 @@ export function compileConfig(raw: unknown, options: CompileOptions = {}): Loade
       leaseTtlMs: c.agent.lease_ttl,
       cancelGraceMs: c.agent.cancel_grace,
       shutdownTimeoutMs: c.agent.shutdown_timeout,
+      onShutdown: c.agent.on_shutdown,
       stateDir: expandHome(c.agent.state_dir, home),
       workDir: c.agent.work_dir
         ? expandHome(c.agent.work_dir, home)

@@ -62,6 +62,7 @@ Deno.test("compileConfig: an empty file gives the documented defaults", () => {
       leaseTtlMs: 60_000,
       cancelGraceMs: 30_000,
       shutdownTimeoutMs: 5 * 60_000,
+      onShutdown: "drain",
       stateDir: `${HOME}/.local/state/ingest-agent`,
       workDir: `${HOME}/.local/state/ingest-agent/work`,
       maxRequestAgeMs: 24 * 3_600_000,

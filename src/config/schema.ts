@@ -87,6 +87,9 @@ export const nativeSchema = z.strictObject({
     lease_ttl: duration(1_000).default(60_000),
     cancel_grace: duration().default(30_000),
     shutdown_timeout: duration().default(300_000),
+    // drain: the first SIGTERM lets runs finish; detach: exit at once, runs go on and the next
+    // start re-adopts them (upgrades with a persistent state_dir).
+    on_shutdown: z.enum(["drain", "detach"]).default("drain"),
     state_dir: nonEmpty.default("~/.local/state/ingest-agent"),
     // Empty: <state_dir>/work (private to the agent's user, never a shared /tmp).
     work_dir: z.string().default(""),

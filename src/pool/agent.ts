@@ -24,11 +24,13 @@ import {
 } from "./claim.ts";
 import { GmsError, isRetryable } from "../errors.ts";
 import type { Discovery, GmsApi } from "../gms/client.ts";
-import { type ClaimedRequest, Job, type JobDeps, runDirName } from "../run/job.ts";
+import type { AdoptedRun } from "../run/execution.ts";
+import { Job, type JobDeps } from "../run/job.ts";
+import { runDirName } from "../run/prepare.ts";
 import { Poller } from "./poller.ts";
 import { sleep } from "../run/process.ts";
 import type { Candidate } from "../request.ts";
-import { pruneRunLogs } from "../state/retention.ts";
+import { throttledPruner } from "../state/retention.ts";
 import type { LiveState } from "../observe/live.ts";
 import { metrics } from "../observe/metrics.ts";
 import { nextPages, pendingOf, spreadClaims } from "./paging.ts";
@@ -61,12 +63,15 @@ export class Agent extends EventEmitter<AgentEvents> {
   readonly #d: AgentDeps;
   readonly #queue: PQueue;
   readonly #fastQueue = new PQueue({ concurrency: 1 });
+  /** Runs re-adopted after a restart: already running, so never queued behind the limit. */
+  readonly #adoptedQueue = new PQueue();
   readonly #jobs = new Map<string, Job>();
   readonly #poller: Poller;
   readonly #signalPoller: Poller;
   #state: AgentState = "created";
   #drained: Promise<void> | undefined;
-  #prunedAt = -Infinity;
+  /** Log retention of finished runs' directories (at most once a minute). */
+  readonly #prune: () => void;
   readonly #uncertain = new Map<string, UncertainClaim>();
   readonly #reaper: Reaper;
   #pendingStart = 0;
@@ -75,8 +80,14 @@ export class Agent extends EventEmitter<AgentEvents> {
   constructor(deps: AgentDeps) {
     super();
     this.#d = deps;
-    const { agent } = deps.config;
+    const { agent, ingestion } = deps.config;
     this.#queue = new PQueue({ concurrency: agent.maxConcurrent });
+    const prune = throttledPruner({
+      workDir: agent.workDir,
+      maxAgeMs: ingestion.logRetentionMs,
+      maxBytes: ingestion.logRetentionBytes,
+    }, deps.log);
+    this.#prune = () => prune(() => new Set([...this.#jobs.values()].map((j) => runDirName(j.id))));
     this.#poller = new Poller({
       name: "poll",
       intervalMs: agent.pollIntervalMs,
@@ -129,7 +140,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     if (this.#state === "stopped" || this.#state === "draining") return;
     if (this.#state !== "created") throw new Error(`cannot start an agent that is ${this.#state}`);
     this.#setState("running");
-    void this.#prune();
+    this.#prune();
     this.#poller.start();
     this.#signalPoller.start();
   }
@@ -144,7 +155,8 @@ export class Agent extends EventEmitter<AgentEvents> {
       this.#setState("draining");
       this.#d.live?.draining();
       await this.#poller.stop();
-      const idle = Promise.all([this.#queue.onIdle(), this.#fastQueue.onIdle()]);
+      const queues = [this.#queue, this.#fastQueue, this.#adoptedQueue];
+      const idle = Promise.all(queues.map((q) => q.onIdle()));
       if (this.#jobs.size > 0) {
         this.#d.log.info("waiting for runs to finish", {
           runs: this.#jobs.size,
@@ -176,26 +188,15 @@ export class Agent extends EventEmitter<AgentEvents> {
     return this.#drained;
   }
 
+  /** Stops polling and leaves the runs going (on_shutdown: detach; the next start re-adopts). */
+  async detach(): Promise<void> {
+    this.#setState("stopped");
+    await Promise.all([this.#poller.stop(), this.#signalPoller.stop()]);
+  }
+
   /** Cancels every run now (TERM → grace → KILL); their results say why. */
   cancelAll(reason: "shutdown"): void {
     for (const job of this.#jobs.values()) job.cancel(reason);
-  }
-
-  /** Applies log retention to finished runs' directories (at start, then at most once a minute). */
-  async #prune(): Promise<void> {
-    const { config, log } = this.#d;
-    if (Date.now() - this.#prunedAt < 60_000) return;
-    this.#prunedAt = Date.now();
-    const active = new Set([...this.#jobs.values()].map((j) => runDirName(j.id)));
-    await pruneRunLogs(
-      {
-        workDir: config.agent.workDir,
-        maxAgeMs: config.ingestion.logRetentionMs,
-        maxBytes: config.ingestion.logRetentionBytes,
-      },
-      active,
-      log,
-    ).catch((err) => log.warn("log retention failed", { error: err }));
   }
 
   /** Last resort before exiting at once: SIGKILL every run's process group, write nothing. */
@@ -238,7 +239,8 @@ export class Agent extends EventEmitter<AgentEvents> {
       );
       progressed ||= done;
     }
-    this.#advancePages(found, progressed || free <= 0);
+    const next = nextPages(found.pages, progressed || free <= 0); // paging.ts
+    ({ pending: this.#pendingStart, running: this.#runningStart } = next);
     await this.#reaper.reap(found.running);
   }
 
@@ -269,15 +271,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     let uncertain = 0;
     for (const u of this.#uncertain.values()) if (!u.useReservedSlot) uncertain++;
     return this.#d.config.agent.maxConcurrent - this.#queue.pending - this.#queue.size -
-      uncertain;
-  }
-
-  /** Paging of discovery (paging.ts `nextPages`). */
-  #advancePages(found: Discovery, claimedOrBusy: boolean): void {
-    ({ pending: this.#pendingStart, running: this.#runningStart } = nextPages(
-      found.pages,
-      claimedOrBusy,
-    ));
+      uncertain - this.#adoptedQueue.pending;
   }
 
   async #claim(c: Candidate, useReservedSlot: boolean): Promise<boolean> {
@@ -320,7 +314,7 @@ export class Agent extends EventEmitter<AgentEvents> {
         }
         log.info("claimed", { urn, task, reserved_slot: useReservedSlot || undefined });
         this.emit("claimed", { urn, task });
-        this.#startJob(outcome, useReservedSlot);
+        this.#startJob(new Job(this.#d, outcome), useReservedSlot ? this.#fastQueue : this.#queue);
       }
     }
   }
@@ -342,8 +336,12 @@ export class Agent extends EventEmitter<AgentEvents> {
     }
   }
 
-  #startJob(claimed: ClaimedRequest, useReservedSlot: boolean): void {
-    const job = new Job(this.#d, claimed);
+  /** A run the journal says an earlier agent started, still ours (recovery.ts): supervised here. */
+  adopt(run: AdoptedRun): void {
+    this.#startJob(Job.adopt(this.#d, run), this.#adoptedQueue);
+  }
+
+  #startJob(job: Job, queue: PQueue): void {
     this.#jobs.set(job.urn, job);
     this.#d.live?.runStarted({
       urn: job.urn,
@@ -351,7 +349,6 @@ export class Agent extends EventEmitter<AgentEvents> {
       started_at: new Date(job.startTimeMs).toISOString(),
       read: () => ({ pid: job.pid, sourceType: job.sourceType, lastOutputAt: job.lastOutputAt }),
     });
-    const queue = useReservedSlot ? this.#fastQueue : this.#queue;
     const live = this.#d.live;
     void queue.add(() => job.run()).finally(() => {
       this.#jobs.delete(job.urn);
@@ -361,7 +358,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       }
       this.emit("finished", { urn: job.urn, task: job.task, status: job.status });
       this.#poller.nudge(); // a slot is free: look for work now
-      void this.#prune();
+      this.#prune();
     });
   }
 

@@ -1,6 +1,13 @@
 /**
  * Crash recovery, run once at start before the first poll: every run the journal says a previous
- * agent held is ended. Its processes are killed only when they are provably the run's: the
+ * agent held is re-adopted or ended.
+ *
+ * Re-adopted (handed to the agent, which attaches to it: execution.ts) when the run was started
+ * under the shim, its claim is still ours (our token, RUNNING; or GMS cannot say now, and the
+ * first heartbeat will), and its group leader still runs or it recorded its exit status: the run
+ * goes on, or gets its real outcome.
+ *
+ * Otherwise it is ended. Its processes are killed only when they are provably the run's: the
  * journaled process group while its leader has the journaled start time (never a bare pgid, which
  * a reboot or pid wrap may have given to someone else), and every process carrying the run's
  * marker in its environment (which also finds a run whose agent died between spawn and
@@ -13,13 +20,17 @@
  *     restarted; run interrupted").
  * Results go through the outbox, which writes only if the request is still RUNNING and ours.
  */
-import { readFile, rm } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import path from "node:path";
-import { type Identity, ownerLine } from "../identity.ts";
-import { RUN_MARKER_ENV } from "../run/job.ts";
+import type { GmsApi } from "../gms/client.ts";
+import { type Identity, isOurs, ownerLine } from "../identity.ts";
+import { type AdoptedRun, isAdoptable } from "../run/execution.ts";
+import { removeRunFiles } from "../run/finish.ts";
+import { readExitStatus } from "../run/process.ts";
+import { RUN_MARKER_ENV } from "../run/prepare.ts";
 import type { Logger } from "../observe/log.ts";
 import type { Outbox } from "../state/outbox.ts";
-import { killRunGroup } from "../state/procs.ts";
+import { groupLeaderRunning, killRunGroup } from "../state/procs.ts";
 import { Redactor } from "../run/redact.ts";
 import type { ResultValue, TerminalStatus } from "../request.ts";
 import type { RunRecord, StateDir } from "../state/state_dir.ts";
@@ -34,6 +45,10 @@ export async function recoverRuns(
     redactor: Redactor;
     /** Results `outbox.resume()` took (they may be delivered and gone from disk by now). */
     resumed?: readonly string[];
+    /** To read whether a run's claim is still ours (without it, nothing is re-adopted). */
+    gms?: Pick<GmsApi, "readRequest">;
+    /** Takes a run to re-adopt (the agent). */
+    adopt?: (run: AdoptedRun) => void;
   },
 ): Promise<number> {
   const { state, outbox, log } = deps;
@@ -43,6 +58,13 @@ export async function recoverRuns(
     ...(await state.listResults()).map((r) => r.id),
   ]);
   for (const run of runs) {
+    const adoptable = !queued.has(run.id) && run.cancel !== "fenced" && isAdoptable(run);
+    const decision = adoptable ? await adoption(run, deps) : "end";
+    if (decision === "adopt") {
+      log.info("re-adopting a run left by the previous agent", { urn: run.urn, pgid: run.pgid });
+      deps.adopt!(run as AdoptedRun);
+      continue;
+    }
     const killed = await killRunGroup({
       pgid: run.pgid,
       pgidStart: run.pgidStart,
@@ -60,7 +82,11 @@ export async function recoverRuns(
         pids: killed.remaining,
       });
     }
-    if (queued.has(run.id)) {
+    if (decision === "lost") {
+      log.warn("the previous agent's run is not ours any more (the pool closed it); killed it", {
+        urn: run.urn,
+      });
+    } else if (queued.has(run.id)) {
       log.info("the interrupted run's result was already queued; delivering that one", {
         urn: run.urn,
       });
@@ -82,11 +108,37 @@ export async function recoverRuns(
         status: value.status,
       });
     }
-    await rm(path.join(run.runDir, "recipe.json"), { force: true });
-    await rm(path.join(run.runDir, "report.json"), { force: true });
+    await removeRunFiles(run.runDir);
     await state.removeRun(run.id);
   }
   return runs.length;
+}
+
+/**
+ * Whether a journaled run is re-adopted: its process still runs or recorded how it ended, and its
+ * claim is ours ("lost": someone else closed or holds it; "end": nothing left to attach to).
+ */
+async function adoption(
+  run: AdoptedRun,
+  deps: { gms?: Pick<GmsApi, "readRequest">; adopt?: (run: AdoptedRun) => void; log: Logger },
+): Promise<"adopt" | "lost" | "end"> {
+  if (!deps.gms || !deps.adopt) return "end";
+  const live = groupLeaderRunning(run.pgid, run.pgidStart);
+  if (!live && !await readExitStatus(run.adoptable.status)) return "end";
+  let state;
+  try {
+    state = await deps.gms.readRequest(run.urn);
+  } catch (err) {
+    // GMS cannot say now: the run goes on, and its first heartbeat finds out (fenced → killed).
+    deps.log.warn("cannot read a run's claim at start; re-adopting it meanwhile", {
+      urn: run.urn,
+      error: err,
+    });
+    return "adopt";
+  }
+  const result = state?.result;
+  const ours = result && isOurs(result.properties, run.token) && result.value.status === "RUNNING";
+  return ours ? "adopt" : "lost";
 }
 
 /** What the journal says the run ended as (or was stopped for). */

@@ -2,7 +2,8 @@
  * Finishing one run: what its ending means (exit status, or why it was stopped) and the terminal
  * result written for it (the Python executor's report layout, masked, fitted to GMS's limit).
  */
-import { readFile } from "node:fs/promises";
+import { readFile, rm, stat } from "node:fs/promises";
+import path from "node:path";
 import type { ResultValue, TerminalStatus } from "../request.ts";
 import type { ProcessExit } from "./process.ts";
 import type { RunLog } from "./run_log.ts";
@@ -66,6 +67,10 @@ export function exitOutcome(
   if (exit.code === 0) {
     note("INFO", `Successfully executed ${what}`);
     return "SUCCESS";
+  }
+  if (exit.code === null && exit.signal === null) {
+    note("ERROR", `${what} ended while no agent watched it, and its exit status was not recorded`);
+    return "FAILURE";
   }
   if (exit.signal === "SIGKILL" || exit.code === 137) {
     note(
@@ -182,4 +187,27 @@ export function progressReport(p: {
     );
   }
   return lines.join("\n");
+}
+
+/** Files of a run directory that never outlive the run: secrets in clear, or read already. */
+export const RUN_FILES = [
+  "recipe.json",
+  "report.json",
+  "output.raw",
+  "exit.status",
+  "exit.status.tmp",
+];
+
+/** Removes the recipe, the raw output and the CLI's report and exit status (already read). */
+export async function removeRunFiles(runDir: string): Promise<void> {
+  for (const name of RUN_FILES) {
+    await rm(path.join(runDir, name), { force: true }).catch(() => {});
+  }
+}
+
+/** Removes the run directory except run.log (kept for operators; retention prunes it). */
+export async function cleanupRunDir(runDir: string): Promise<void> {
+  await removeRunFiles(runDir);
+  const kept = await stat(path.join(runDir, "run.log")).catch(() => undefined);
+  if (!kept) await rm(runDir, { recursive: true, force: true }).catch(() => {});
 }

@@ -15,7 +15,6 @@
  * `run()` never throws and ends in one terminal status, unless the request was fenced (someone
  * else changed its result), in which case we write nothing more.
  */
-import { rm, stat } from "node:fs/promises";
 import path from "node:path";
 import type { AgentConfig } from "../config/config.ts";
 import { AgentError, coerceError } from "../errors.ts";
@@ -24,33 +23,28 @@ import { type Identity, ownerLine } from "../identity.ts";
 import type { Logger } from "../observe/log.ts";
 import type { RequestInput, RequestState, TerminalStatus } from "../request.ts";
 import type { Outbox } from "../state/outbox.ts";
-import { processStartTime } from "../state/procs.ts";
 import type { RunRecord, StateDir } from "../state/state_dir.ts";
 import { longTimeout } from "../timers.ts";
 import {
   type CancelReason,
   cancelStatus,
+  cleanupRunDir,
   exitOutcome,
   leaseLostNote,
   progressReport,
   readReportFile,
+  removeRunFiles,
   terminalValue,
 } from "./finish.ts";
 import { prepareRun, runDirName } from "./prepare.ts";
-import { type ProcessExit, RunProcess, sleep } from "./process.ts";
+import { type AdoptedRun, attachCli, startCli } from "./execution.ts";
+import type { ProcessExit, RunProcess } from "./process.ts";
 import { Redactor } from "./redact.ts";
-import { Reporter } from "./reporter.ts";
+import { heartbeatLoop, Reporter } from "./reporter.ts";
 import { RunLog } from "./run_log.ts";
 import type { Note } from "./summary.ts";
 
 export type { CancelReason } from "./finish.ts";
-export {
-  parseExtraEnv,
-  parseJsonList,
-  RUN_MARKER_ENV,
-  runDirName,
-  SUPPORTED_TASKS,
-} from "./prepare.ts";
 
 /** Bounds of a RUNNING progress report (every write is a stored aspect version). */
 export const PROGRESS_HEAD_CHARS = 512;
@@ -72,7 +66,8 @@ export interface JobDeps {
 
 export interface ClaimedRequest {
   request: RequestState & { input: RequestInput };
-  version: string;
+  /** The result version we wrote; undefined: unknown (the first heartbeat reads it). */
+  version: string | undefined;
   startTimeMs: number;
   /** Our fencing token for this request. */
   token: string;
@@ -102,8 +97,18 @@ export class Job {
   readonly #runDir: string;
   readonly #token: string;
   #record: RunRecord;
+  /** Set for a run re-adopted from the journal: it is attached to, not started. */
+  readonly #adopted: AdoptedRun | undefined;
 
-  constructor(deps: JobDeps, claimed: ClaimedRequest) {
+  /** A run started by an earlier agent (re-adopted after a restart): the same life from here. */
+  static adopt(deps: JobDeps, run: AdoptedRun): Job {
+    const input = { task: run.task, args: {} } as unknown as RequestInput;
+    const request = { urn: run.urn, id: run.id, input, result: undefined, signal: undefined };
+    const claimed = { request, version: run.version, startTimeMs: run.startTimeMs };
+    return new Job(deps, { ...claimed, token: run.token }, run);
+  }
+
+  constructor(deps: JobDeps, claimed: ClaimedRequest, adopted?: AdoptedRun) {
     this.#deps = deps;
     this.urn = claimed.request.urn;
     this.id = claimed.request.id;
@@ -123,7 +128,13 @@ export class Job {
       leaseTtlMs: deps.config.agent.leaseTtlMs,
       log: deps.log,
     });
-    this.#record = {
+    this.#adopted = adopted;
+    this.#sourceType = adopted?.adoptable.sourceType;
+    this.#notes.push(...adopted?.adoptable.notes ?? []);
+    // A cancel the last agent had begun goes on (the group is stopped again once attached).
+    this.#cancel = adopted?.cancel;
+    if (adopted?.cancel === "timeout") this.#timeoutLimit = adopted.adoptable.timeoutLimit;
+    this.#record = adopted ?? {
       urn: this.urn,
       id: this.id,
       instance: deps.identity.instanceId,
@@ -204,11 +215,25 @@ export class Job {
     // Heartbeats run from the claim on: preparation (secret retries) can take minutes.
     let beats: { stop(): Promise<void> } | undefined;
     try {
+      if (this.#adopted) {
+        this.#note("INFO", `Re-adopted by ingest-agent instance ${this.#deps.identity.instanceId}`);
+        this.#record = { ...this.#record, instance: this.#deps.identity.instanceId };
+      } else {
+        this.#note("INFO", `Starting execution for task with name=${this.task}`);
+        this.#note("INFO", `Claimed by ingest-agent instance ${this.#deps.identity.instanceId}`);
+      }
       await this.#deps.state.saveRun(this.#record);
-      beats = this.#heartbeats();
-      this.#note("INFO", `Starting execution for task with name=${this.task}`);
-      this.#note("INFO", `Claimed by ingest-agent instance ${this.#deps.identity.instanceId}`);
-      const exit = await this.#execute(runDir);
+      beats = heartbeatLoop({
+        reporter: this.#reporter,
+        intervalMs: this.#deps.config.agent.heartbeatIntervalMs,
+        report: () => this.#progressReport(),
+        onFenced: () => this.cancel("fenced"),
+        onLeaseLost: (ms) => {
+          this.#leaseLostAfterMs = ms;
+          this.cancel("lease");
+        },
+      });
+      const exit = this.#adopted ? await this.#attach(this.#adopted) : await this.#execute(runDir);
       if (exit) {
         ({ structured, text: reportFileText } = await readReportFile(
           path.join(runDir, "report.json"),
@@ -230,14 +255,14 @@ export class Job {
     }
     await beats?.stop();
     // The recipe (secrets in clear) is gone before anyone can see the run as finished.
-    await this.#removeRunFiles(runDir);
+    await removeRunFiles(runDir);
     try {
       await this.#finish(status, structured, reportFileText);
     } catch (err) {
       // The journal still holds the run: the next start closes it (see recovery.ts).
       this.#log.error("could not record the run's result", { error: err, status });
     } finally {
-      await this.#cleanup(runDir);
+      await cleanupRunDir(runDir);
     }
   }
 
@@ -260,32 +285,45 @@ export class Job {
       cancelled: () => this.#cancel !== undefined,
     });
     if (!prepared) return undefined;
-    const { command: cli, args: argv, env, sourceType: type, debug } = prepared;
+    const { command: cli, args: argv, sourceType: type, debug } = prepared;
     this.#sourceType = type;
     this.#runLog = new RunLog({ file: path.join(runDir, "run.log"), redact: this.#mask });
-    const runLog = this.#runLog;
     this.#note("INFO", `Running: ${path.basename(cli)} ${argv.join(" ")}`);
-    const proc = await RunProcess.start(
-      { command: cli, args: argv, cwd: runDir, env },
-      (line) => runLog.add(line),
-      runLog.backpressure,
-    );
-    this.#process = proc;
-    this.#record = { ...this.#record, pgid: proc.pid, pgidStart: processStartTime(proc.pid) };
+    const { proc, adoptable } = await startCli({
+      config,
+      prepared,
+      runDir,
+      runLog: this.#runLog,
+      notes: this.#notes,
+    });
+    this.#record = { ...this.#record, pgid: proc.pid, pgidStart: proc.startTime, adoptable };
     await this.#deps.state.saveRun(this.#record).catch((err) =>
       this.#log.warn("cannot journal the run's process group", { error: err })
     );
     this.#log.info("run started", { pid: proc.pid, source_type: type, debug });
-    if (this.#cancel) void proc.stop(config.agent.cancelGraceMs);
+    return await this.#supervise(proc, adoptable);
+  }
 
-    const timeoutMs = config.ingestion.timeoutsMs[type] ?? config.ingestion.taskTimeoutMs;
-    const limitName = config.ingestion.timeoutsMs[type] !== undefined
-      ? `ingestion.timeouts.${type}`
-      : "ingestion.task_timeout";
+  /** Attaches to a re-adopted run (execution.ts `attachCli`). */
+  async #attach(run: AdoptedRun): Promise<ProcessExit> {
+    this.#redactor.addPatterns(run.masks ?? []);
+    const { proc, runLog } = await attachCli(run, this.#mask);
+    this.#runLog = runLog;
+    this.#log.info("run re-adopted", { pid: proc.pid, source_type: run.adoptable.sourceType });
+    return await this.#supervise(proc, run.adoptable);
+  }
+
+  /** Watches a started (or attached) CLI until it exits: cancel, timeout, exit status. */
+  async #supervise(
+    proc: RunProcess,
+    limits: { deadlineMs: number; timeoutLimit: string },
+  ): Promise<ProcessExit> {
+    this.#process = proc;
+    if (this.#cancel) void proc.stop(this.#deps.config.agent.cancelGraceMs);
     const timer = longTimeout(() => {
-      this.#timeoutLimit = `${limitName} (${timeoutMs}ms)`;
+      this.#timeoutLimit = limits.timeoutLimit;
       this.cancel("timeout");
-    }, timeoutMs);
+    }, Math.max(0, limits.deadlineMs - Date.now()));
     try {
       const exit = await proc.exited;
       // Exited: no timer or signal may turn this run into TIMEOUT or CANCELLED any more.
@@ -298,33 +336,6 @@ export class Job {
     } finally {
       timer.clear();
     }
-  }
-
-  /** Runs the heartbeat loop until stopped; fencing and a lost lease stop the run. */
-  #heartbeats(): { stop(): Promise<void> } {
-    const controller = new AbortController();
-    const loop = (async () => {
-      while (!controller.signal.aborted) {
-        await sleep(this.#deps.config.agent.heartbeatIntervalMs, controller.signal);
-        if (controller.signal.aborted) break;
-        const outcome = await this.#reporter.heartbeat(this.#progressReport());
-        if (outcome === "fenced") {
-          this.cancel("fenced");
-          break;
-        }
-        if (outcome === "lease-lost") {
-          this.#leaseLostAfterMs = this.#reporter.sinceLastWriteMs;
-          this.cancel("lease");
-          break;
-        }
-      }
-    })();
-    return {
-      stop: async () => {
-        controller.abort();
-        await loop;
-      },
-    };
   }
 
   #progressReport(): string {
@@ -382,19 +393,5 @@ export class Job {
     void delivery.then((outcome) => {
       if (outcome === "delivered") this.#log.debug("result delivered", { status });
     });
-  }
-
-  /** Removes the recipe and the CLI's report file (already read). */
-  async #removeRunFiles(runDir: string): Promise<void> {
-    for (const name of ["recipe.json", "report.json"]) {
-      await rm(path.join(runDir, name), { force: true }).catch(() => {});
-    }
-  }
-
-  /** Removes the run directory except run.log (kept for operators; retention prunes it). */
-  async #cleanup(runDir: string): Promise<void> {
-    await this.#removeRunFiles(runDir);
-    const kept = await stat(path.join(runDir, "run.log")).catch(() => undefined);
-    if (!kept) await rm(runDir, { recursive: true, force: true }).catch(() => {});
   }
 }

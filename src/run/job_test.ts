@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { AgentError } from "../errors.ts";
-import { parseExtraEnv, parseJsonList } from "./job.ts";
+import { parseExtraEnv, parseJsonList } from "./prepare.ts";
 
 function argumentError(fn: () => unknown): AgentError {
   try {

@@ -1,15 +1,29 @@
 /**
- * One OS process per run, in its own process group (session), so that cancel reaches every
- * descendant: SIGTERM to the group, a grace period, then SIGKILL to the group. Exit is detected
- * from the process itself ('exit'), never from its pipes, so a grandchild holding stdout open
- * cannot keep a finished run RUNNING (datahub#17397). Once the main process has exited, whatever
- * is left in its group is killed: a run leaves no orphans.
+ * One process group per run, so that cancel reaches every descendant: SIGTERM to the group, a
+ * grace period, then SIGKILL to the group. The group's leader is a tiny shell (the shim) whose
+ * only jobs are to start the CLI and record its exit status in a file; the CLI's output goes to a
+ * file (output.ts). Neither needs the agent: a run survives the death of its agent, and the next
+ * agent attaches to it (`RunProcess.attach`) and learns its real outcome.
+ *
+ * Exit is detected from the group's leader itself (its 'exit', or /proc when attached), never
+ * from the output, so a grandchild holding the output open cannot keep a finished run RUNNING
+ * (datahub#17397). Once the leader has exited, whatever is left in its group is killed: a run
+ * leaves no orphans.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { Buffer } from "node:buffer";
+import { accessSync, closeSync, constants, statSync } from "node:fs";
+import { readFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
 import process from "node:process";
 import { AgentError } from "../errors.ts";
+import { openNewPrivateFile } from "../state/private_fs.ts";
+import { groupLeaderRunning, processStartTime } from "../state/procs.ts";
 import { sleep } from "../timers.ts";
+import { type Backpressure, tailFile } from "./output.ts";
+
+export { MAX_LINE_BYTES, TRUNCATED_MARK } from "./output.ts";
+export type { Backpressure } from "./output.ts";
 
 export interface ProcessSpec {
   command: string;
@@ -18,80 +32,137 @@ export interface ProcessSpec {
   env: Record<string, string>;
 }
 
+/** Where a run's process writes what outlives the agent. */
+export interface RunFiles {
+  /** The CLI's stdout and stderr (raw: may hold secrets; private, removed with the run). */
+  output: string;
+  /** The CLI's exit status, written by the shim when the CLI ends. */
+  status: string;
+}
+
 export interface ProcessExit {
-  /** Exit code, or null when killed by a signal. */
+  /** Exit code, or null when killed by a signal (both null: not recorded). */
   code: number | null;
   signal: NodeJS.Signals | null;
 }
 
-/** Longest line kept; longer lines are cut and marked (as the Python executor does). */
-export const MAX_LINE_BYTES = 4096;
-export const TRUNCATED_MARK = " [...truncated]";
-
-export type LineSink = (line: string, stream: "stdout" | "stderr") => void;
+export type LineSink = (line: string) => void;
 
 /**
- * Called after each chunk of output: a promise means "stop reading until it resolves" (the log
- * file is behind). The pipe then fills and the CLI blocks on write, so memory stays flat however
- * fast it prints.
+ * The shim: `sh -c SHIM ingest-agent-run <status file> <cli> <args…>`. It survives the group's
+ * SIGTERM (trapped, so the CLI, which gets the default handling back on exec, decides) to record
+ * the status; SIGKILL ends it too, and then the one who sent it knows the outcome.
  */
-export type Backpressure = () => Promise<void> | undefined;
+const SHIM = `trap ':' TERM INT HUP
+status=$1; shift
+"$@"
+rc=$?
+printf '%s\\n' "$rc" > "$status.tmp" && mv -f "$status.tmp" "$status"
+exit "$rc"`;
+
+/** How often an attached run's leader is checked. */
+const ATTACH_POLL_MS = 200;
+
+/** Whether runs can outlive the agent here (a POSIX shell and process groups). */
+export const SURVIVES_AGENT = process.platform !== "win32";
+
+/**
+ * What the run and signal handling cannot do on this platform, logged once at start: Windows
+ * has no process groups, no POSIX shell for the shim, no SIGTERM and no /proc.
+ */
+export function platformLimits(platform: string = process.platform): string[] {
+  if (platform !== "win32") return [];
+  return [
+    "Windows: no process groups: cancel, the run timeout and shutdown kill only the datahub CLI's own process (at once, without a SIGTERM grace period), not the processes it started",
+    "Windows: no SIGTERM: Ctrl+C (SIGINT) drains as SIGTERM does elsewhere; a service stop ends the agent without draining",
+    "Windows: a run does not survive an agent restart (agent.on_shutdown: detach included): the next start closes it as interrupted and cannot find or stop a CLI process left running",
+  ];
+}
 
 export class RunProcess {
+  /** The group's leader (the shim): pgid = pid. */
   readonly pid: number;
+  /** The kernel's start time of the leader, to never mistake a reused pid for it. */
+  readonly startTime: string | undefined;
   readonly exited: Promise<ProcessExit>;
-  readonly #child: ChildProcess;
-  /** Resolves when both pipes are drained (or the drain window after exit ran out). */
+  /** Resolves when the output was read to its end (after the exit). */
   readonly drained: Promise<void>;
 
-  private constructor(child: ChildProcess, onLine: LineSink, backpressure?: Backpressure) {
-    this.#child = child;
-    this.pid = child.pid!;
-    const out = pipeLines(child.stdout!, (l) => onLine(l, "stdout"), backpressure);
-    const err = pipeLines(child.stderr!, (l) => onLine(l, "stderr"), backpressure);
-    this.exited = new Promise((resolve) => {
-      child.once("exit", (code, signal) => {
-        // Anything left in the group (daemonised grandchildren) dies with the run.
-        this.signalGroup("SIGKILL");
-        resolve({ code, signal });
-      });
+  private constructor(
+    pid: number,
+    exited: Promise<ProcessExit>,
+    files: RunFiles,
+    onLine: LineSink,
+    backpressure?: Backpressure,
+  ) {
+    this.pid = pid;
+    this.startTime = processStartTime(pid);
+    this.exited = exited.then((exit) => {
+      // Anything left in the group (daemonised grandchildren) dies with the run. (Windows: no
+      // group, and the exited CLI's pid may already name another process.)
+      if (SURVIVES_AGENT) this.signalGroup("SIGKILL");
+      return exit;
     });
-    this.drained = this.exited.then(() =>
-      Promise.race([Promise.all([out, err]).then(() => undefined), sleep(2000)]).then(() => {
-        child.stdout?.destroy();
-        child.stderr?.destroy();
-      })
-    );
+    this.drained = tailFile(files.output, onLine, this.exited, backpressure);
   }
 
-  /** Starts the process in a new session; rejects with CLI_START_FAILED if it cannot start. */
-  static start(
+  /** Starts the CLI under the shim in a new session; rejects with CLI_START_FAILED. */
+  static async start(
     spec: ProcessSpec,
+    files: RunFiles,
     onLine: LineSink,
     backpressure?: Backpressure,
   ): Promise<RunProcess> {
-    return new Promise((resolve, reject) => {
+    const command = resolveCommand(spec.command, spec.env.PATH ?? "", spec.cwd);
+    const out = openNewPrivateFile(files.output);
+    return await new Promise<RunProcess>((resolve, reject) => {
       let child: ChildProcess;
       try {
-        child = spawn(spec.command, spec.args, {
+        const [file, args] = SURVIVES_AGENT
+          ? ["/bin/sh", ["-c", SHIM, "ingest-agent-run", files.status, command, ...spec.args]]
+          : [command, spec.args];
+        child = spawn(file, args, {
           cwd: spec.cwd,
           env: spec.env,
           detached: true, // setsid(): own session and process group, pgid = pid
-          stdio: ["ignore", "pipe", "pipe"],
+          stdio: ["ignore", out, out],
         });
       } catch (err) {
         reject(startFailed(spec.command, err));
         return;
       }
       child.once("error", (err) => reject(startFailed(spec.command, err)));
-      child.once("spawn", () => resolve(new RunProcess(child, onLine, backpressure)));
-    });
+      child.once("spawn", () => {
+        const exited = new Promise<ProcessExit>((r) =>
+          child.once("exit", (code, signal) => r(signal ? { code, signal } : fromStatus(code)))
+        );
+        resolve(new RunProcess(child.pid!, exited, files, onLine, backpressure));
+      });
+    }).finally(() => closeSync(out));
+  }
+
+  /**
+   * A run started by an earlier agent whose group leader is still `pgid` with `startTime`: its
+   * exit is read from the status file once the leader is gone (both null when none was written).
+   */
+  static attach(
+    group: { pgid: number; startTime: string },
+    files: RunFiles,
+    onLine: LineSink,
+    backpressure?: Backpressure,
+  ): RunProcess {
+    const exited = (async () => {
+      while (groupLeaderRunning(group.pgid, group.startTime)) await sleep(ATTACH_POLL_MS);
+      return await readExitStatus(files.status) ?? { code: null, signal: null };
+    })();
+    return new RunProcess(group.pgid, exited, files, onLine, backpressure);
   }
 
   /** Sends a signal to the whole process group; a group that is gone is not an error. */
   signalGroup(signal: NodeJS.Signals): boolean {
     try {
-      process.kill(-this.pid, signal);
+      // Windows has no groups: the CLI itself (started without the shim) is the only target.
+      process.kill(SURVIVES_AGENT ? -this.pid : this.pid, signal);
       return true;
     } catch {
       return false;
@@ -108,6 +179,41 @@ export class RunProcess {
   }
 }
 
+/** The exit the shim recorded, or undefined when it wrote none (it was killed, or still runs). */
+export async function readExitStatus(file: string): Promise<ProcessExit | undefined> {
+  const text = await readFile(file, "utf8").catch(() => undefined);
+  const rc = Number(text?.trim());
+  return text !== undefined && Number.isInteger(rc) ? fromStatus(rc) : undefined;
+}
+
+/** A shell's status: 128 + n is "killed by signal n", as the shell reports it. */
+function fromStatus(rc: number | null): ProcessExit {
+  if (rc !== null && rc > 128) {
+    const name = Object.entries(os.constants.signals).find(([, n]) => n === rc - 128)?.[0];
+    if (name) return { code: null, signal: name as NodeJS.Signals };
+  }
+  return { code: rc, signal: null };
+}
+
+/** The CLI's path as the shim will find it; CLI_START_FAILED when it cannot be run. */
+function resolveCommand(command: string, searchPath: string, cwd: string): string {
+  const candidates = command.includes("/")
+    ? [path.resolve(cwd, command)]
+    : searchPath.split(path.delimiter).filter(Boolean).map((dir) => path.join(dir, command));
+  let denied: unknown;
+  for (const file of candidates) {
+    try {
+      if (!statSync(file).isFile()) continue;
+      accessSync(file, constants.X_OK);
+      return file;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "EACCES") denied = err;
+    }
+  }
+  const error = denied ?? Object.assign(new Error("not found"), { code: "ENOENT" });
+  throw startFailed(command, error);
+}
+
 function startFailed(command: string, err: unknown): AgentError {
   const code = (err as NodeJS.ErrnoException).code;
   const why = code === "ENOENT"
@@ -116,66 +222,6 @@ function startFailed(command: string, err: unknown): AgentError {
     ? "not executable (permission denied)"
     : (err as Error).message;
   return new AgentError("CLI_START_FAILED", `cannot start '${command}': ${why}`, { cause: err });
-}
-
-/**
- * Splits a byte stream into lines, cutting lines over MAX_LINE_BYTES. Lines are cut from the
- * bytes and decoded one by one, so every line is a small string of its own: slicing a decoded
- * chunk instead would keep whole chunks alive through the tail's lines (V8 sliced strings).
- * A newline byte never occurs inside a multi-byte UTF-8 sequence, so this is encoding-safe.
- */
-function pipeLines(
-  stream: NodeJS.ReadableStream,
-  onLine: (line: string) => void,
-  backpressure?: Backpressure,
-): Promise<void> {
-  let rest: Buffer | undefined; // bytes of an unfinished line
-  let dropping = false; // inside an over-long line whose head was already emitted
-  const emit = (buf: Buffer, start: number, end: number) => {
-    if (end > start && buf[end - 1] === 13) end--; // \r\n
-    onLine(buf.toString("utf8", start, end));
-  };
-  const push = (chunk: Buffer) => {
-    let buf = rest ? Buffer.concat([rest, chunk]) : chunk;
-    rest = undefined;
-    let start = 0;
-    let nl: number;
-    while ((nl = buf.indexOf(10, start)) >= 0) {
-      if (dropping) dropping = false;
-      else if (nl - start > MAX_LINE_BYTES) {
-        onLine(buf.toString("utf8", start, start + MAX_LINE_BYTES) + TRUNCATED_MARK);
-      } else emit(buf, start, nl);
-      start = nl + 1;
-    }
-    if (start < buf.length) {
-      if (dropping) return;
-      if (buf.length - start > MAX_LINE_BYTES) {
-        onLine(buf.toString("utf8", start, start + MAX_LINE_BYTES) + TRUNCATED_MARK);
-        dropping = true;
-        return;
-      }
-      buf = buf.subarray(start);
-      rest = Buffer.from(buf); // a copy: do not pin the whole chunk
-    }
-  };
-  return new Promise((resolve) => {
-    stream.on("data", (chunk: Buffer) => {
-      push(chunk);
-      const wait = backpressure?.();
-      if (wait) {
-        stream.pause();
-        void wait.then(() => stream.resume());
-      }
-    });
-    const end = () => {
-      if (rest && rest.length > 0 && !dropping) emit(rest, 0, rest.length);
-      rest = undefined;
-      resolve();
-    };
-    stream.once("end", end);
-    stream.once("close", () => resolve());
-    stream.once("error", () => resolve());
-  });
 }
 
 /** Re-exported: the one sleep of the agent works for any duration (timers.ts). */

@@ -7,29 +7,46 @@ import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { AgentError } from "../errors.ts";
-import { MAX_LINE_BYTES, RunProcess, sleep, TRUNCATED_MARK } from "./process.ts";
+import {
+  MAX_LINE_BYTES,
+  platformLimits,
+  readExitStatus,
+  type RunFiles,
+  RunProcess,
+  sleep,
+  TRUNCATED_MARK,
+} from "./process.ts";
 
 const ENV = { PATH: "/usr/bin:/bin" };
 
 interface Line {
   line: string;
-  stream: "stdout" | "stderr";
+}
+
+/** The shim's files in a fresh private directory (removed at the end of the test process). */
+function filesIn(dir: string): RunFiles {
+  return { output: path.join(dir, "output.raw"), status: path.join(dir, "exit.status") };
+}
+
+async function freshFiles(): Promise<RunFiles> {
+  return filesIn(await mkdtemp(path.join(os.tmpdir(), "process-test-")));
 }
 
 interface Started {
   proc: RunProcess;
+  files: RunFiles;
   lines: Line[];
   /** Resolves with the first line matching the predicate. */
   waitLine(pred: (l: Line) => boolean, timeoutMs?: number): Promise<Line>;
 }
 
-async function start(script: string): Promise<Started> {
+async function start(script: string, attachAs?: RunProcess): Promise<Started> {
   const lines: Line[] = [];
   const waiters: { pred: (l: Line) => boolean; resolve: (l: Line) => void }[] = [];
-  const proc = await RunProcess.start(
-    { command: "/bin/sh", args: ["-c", script], cwd: os.tmpdir(), env: ENV },
-    (line, stream) => {
-      const l = { line, stream };
+  const files = attachAs ? undefined : await freshFiles();
+  const onLine = (line: string) => {
+    {
+      const l = { line };
       lines.push(l);
       for (const w of [...waiters]) {
         if (w.pred(l)) {
@@ -37,10 +54,16 @@ async function start(script: string): Promise<Started> {
           w.resolve(l);
         }
       }
-    },
+    }
+  };
+  const proc = await RunProcess.start(
+    { command: "/bin/sh", args: ["-c", script], cwd: os.tmpdir(), env: ENV },
+    files!,
+    onLine,
   );
   return {
     proc,
+    files: files!,
     lines,
     waitLine: (pred, timeoutMs = 10_000) => {
       const seen = lines.find(pred);
@@ -99,7 +122,7 @@ async function waitDead(pid: number, timeoutMs = 5_000): Promise<string | undefi
   }
 }
 
-Deno.test("RunProcess: captures stdout and stderr lines and the exit code", async () => {
+Deno.test("RunProcess: captures stdout and stderr lines in order, and the exit code", async () => {
   let s: Started | undefined;
   try {
     s = await start(
@@ -108,10 +131,9 @@ Deno.test("RunProcess: captures stdout and stderr lines and the exit code", asyn
     const exit = await s.proc.exited;
     await s.proc.drained;
     assert.deepEqual(exit, { code: 3, signal: null });
-    const out = s.lines.filter((l) => l.stream === "stdout").map((l) => l.line);
-    const err = s.lines.filter((l) => l.stream === "stderr").map((l) => l.line);
-    assert.deepEqual(out, ["out1", "a", "b", "last-no-newline"]);
-    assert.deepEqual(err, ["err1"]);
+    const out = s.lines.map((l) => l.line);
+    assert.deepEqual(out, ["out1", "err1", "a", "b", "last-no-newline"]);
+    assert.deepEqual(await readExitStatus(s.files.status), { code: 3, signal: null });
   } finally {
     await cleanup(s?.proc);
   }
@@ -129,6 +151,7 @@ Deno.test("RunProcess: passes env and cwd to the child", async () => {
         cwd: dir,
         env: { ...ENV, MY_VAR: "x y" },
       },
+      filesIn(dir),
       (l) => lines.push(l),
     );
     await proc.exited;
@@ -257,7 +280,11 @@ Deno.test("RunProcess: a grandchild holding stdout open does not delay exited, a
 
 Deno.test("RunProcess.start: a command that does not exist is CLI_START_FAILED naming it", async () => {
   const command = "/nonexistent/dir/datahub-does-not-exist";
-  const err = await RunProcess.start({ command, args: [], cwd: os.tmpdir(), env: ENV }, () => {})
+  const err = await RunProcess.start(
+    { command, args: [], cwd: os.tmpdir(), env: ENV },
+    await freshFiles(),
+    () => {},
+  )
     .then(() => assert.fail("expected a rejection"), (e: unknown) => e);
   assert.ok(err instanceof AgentError, String(err));
   assert.equal(err.code, "CLI_START_FAILED");
@@ -269,6 +296,7 @@ Deno.test("RunProcess.start: a command that does not exist is CLI_START_FAILED n
 Deno.test("RunProcess.start: a command not on PATH is CLI_START_FAILED", async () => {
   const err = await RunProcess.start(
     { command: "datahub-surely-not-on-path", args: ["ingest"], cwd: os.tmpdir(), env: ENV },
+    await freshFiles(),
     () => {},
   ).then(() => assert.fail("expected a rejection"), (e: unknown) => e);
   assert.ok(err instanceof AgentError);
@@ -282,7 +310,11 @@ Deno.test("RunProcess.start: a non-executable file is CLI_START_FAILED (permissi
     const file = path.join(dir, "datahub");
     await writeFile(file, "#!/bin/sh\necho hi\n");
     await chmod(file, 0o644);
-    const err = await RunProcess.start({ command: file, args: [], cwd: dir, env: ENV }, () => {})
+    const err = await RunProcess.start(
+      { command: file, args: [], cwd: dir, env: ENV },
+      filesIn(dir),
+      () => {},
+    )
       .then(() => assert.fail("expected a rejection"), (e: unknown) => e);
     assert.ok(err instanceof AgentError, String(err));
     assert.equal(err.code, "CLI_START_FAILED");
@@ -291,5 +323,60 @@ Deno.test("RunProcess.start: a non-executable file is CLI_START_FAILED (permissi
     assert.equal((err.cause as { code?: string }).code, "EACCES");
   } finally {
     await rm(dir, { recursive: true, force: true });
+  }
+});
+
+Deno.test("RunProcess.attach: a second reader sees every line from the start and the recorded exit", async () => {
+  let s: Started | undefined;
+  try {
+    s = await start("echo one; echo two >&2; echo ready; sleep 0.5; echo three; exit 4");
+    await s.waitLine((l) => l.line === "ready");
+    const lines: string[] = [];
+    const attached = RunProcess.attach(
+      { pgid: s.proc.pid, startTime: s.proc.startTime! },
+      s.files,
+      (l) => lines.push(l),
+    );
+    assert.deepEqual(await within(attached.exited, 5_000, "attached exit"), {
+      code: 4,
+      signal: null,
+    });
+    await attached.drained;
+    assert.deepEqual(lines, ["one", "two", "ready", "three"]);
+  } finally {
+    await cleanup(s?.proc);
+  }
+});
+
+Deno.test("RunProcess: the shim records a signal death of the CLI; SIGKILL of the group leaves no status", async () => {
+  let s: Started | undefined;
+  try {
+    s = await start("echo ready; kill -USR1 $$; sleep 5");
+    const exit = await within(s.proc.exited, 5_000, "exit");
+    assert.deepEqual(exit, { code: null, signal: "SIGUSR1" });
+    assert.deepEqual(await readExitStatus(s.files.status), { code: null, signal: "SIGUSR1" });
+    await cleanup(s.proc);
+    s = await start("echo ready; sleep 30");
+    await s.waitLine((l) => l.line === "ready");
+    const attached = RunProcess.attach(
+      { pgid: s.proc.pid, startTime: s.proc.startTime! },
+      s.files,
+      () => {},
+    );
+    s.proc.signalGroup("SIGKILL");
+    const unknown = await within(attached.exited, 5_000, "attached exit");
+    assert.deepEqual(unknown, { code: null, signal: null }, "no status: not recorded");
+    assert.equal(await readExitStatus(s.files.status), undefined);
+  } finally {
+    await cleanup(s?.proc);
+  }
+});
+
+Deno.test("platformLimits: said for Windows (groups, SIGTERM, restart), nothing elsewhere", () => {
+  assert.deepEqual(platformLimits("linux"), []);
+  assert.deepEqual(platformLimits("darwin"), []);
+  const limits = platformLimits("win32").join("\n");
+  for (const word of ["process groups", "SIGTERM", "restart"]) {
+    assert.match(limits, new RegExp(word));
   }
 });

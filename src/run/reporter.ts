@@ -17,6 +17,7 @@ import type { Logger } from "../observe/log.ts";
 import { metrics } from "../observe/metrics.ts";
 import type { ResultValue } from "../request.ts";
 import { writeOwned } from "../gms/result_write.ts";
+import { sleep } from "../timers.ts";
 
 export type HeartbeatOutcome = "written" | "unchanged" | "fenced" | "failed" | "lease-lost";
 
@@ -31,7 +32,7 @@ export interface ReporterOptions {
   token: string;
   startTimeMs: number;
   /** Version returned by the claim. */
-  version: string;
+  version: string | undefined;
   leaseTtlMs: number;
   log: Logger;
   /** Monotonic clock in ms (tests pass a fake). */
@@ -162,6 +163,35 @@ export class Reporter {
     );
     return lost ? "lease-lost" : "failed";
   }
+}
+
+/**
+ * Heartbeats every `intervalMs` until stopped: progress and lease (`Reporter.heartbeat`). A
+ * fenced result or a lost lease is told once, and the loop ends.
+ */
+export function heartbeatLoop(o: {
+  reporter: Reporter;
+  intervalMs: number;
+  report: () => string;
+  onFenced: () => void;
+  onLeaseLost: (sinceLastWriteMs: number) => void;
+}): { stop(): Promise<void> } {
+  const controller = new AbortController();
+  const loop = (async () => {
+    while (!controller.signal.aborted) {
+      await sleep(o.intervalMs, controller.signal);
+      if (controller.signal.aborted) break;
+      const outcome = await o.reporter.heartbeat(o.report());
+      if (outcome === "fenced") return o.onFenced();
+      if (outcome === "lease-lost") return o.onLeaseLost(o.reporter.sinceLastWriteMs);
+    }
+  })();
+  return {
+    stop: async () => {
+      controller.abort();
+      await loop;
+    },
+  };
 }
 
 export { isFencingError } from "../gms/result_write.ts";

@@ -76,6 +76,11 @@ export function groupLeaderMatches(pgid: number, startTime: string | undefined):
   return stat !== undefined && stat.pgrp === pgid && stat.startTime === startTime;
 }
 
+/** Like groupLeaderMatches, and the leader has not exited (a zombie waits only to be reaped). */
+export function groupLeaderRunning(pgid: number, startTime: string | undefined): boolean {
+  return groupLeaderMatches(pgid, startTime) && readStat(pgid)?.state !== "Z";
+}
+
 /** The pids listed in /proc (processes, not threads). */
 function listPids(): number[] {
   try {

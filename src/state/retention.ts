@@ -44,3 +44,18 @@ export async function pruneRunLogs(
   }
   return { removed, keptBytes: total };
 }
+
+/** `pruneRunLogs` at most once a minute (at start, then after runs), in the background. */
+export function throttledPruner(
+  policy: RetentionPolicy,
+  log: Logger,
+): (active: () => ReadonlySet<string>) => void {
+  let at = -Infinity;
+  return (active) => {
+    if (Date.now() - at < 60_000) return;
+    at = Date.now();
+    void pruneRunLogs(policy, active(), log).catch((err) =>
+      log.warn("log retention failed", { error: err })
+    );
+  };
+}

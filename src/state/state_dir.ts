@@ -74,6 +74,19 @@ export interface RunRecord {
   masks?: string[];
   /** Captured once the CLI exited. */
   exit?: { code: number | null; signal: string | null };
+  /**
+   * Recorded when the CLI started under the shim (process.ts): what a restarted agent needs to
+   * re-adopt the run. `output` and `status` are the raw output and exit status files; the
+   * deadline is the run's timeout on the wall clock; the notes are the report's so far.
+   */
+  adoptable?: {
+    output: string;
+    status: string;
+    sourceType: string;
+    deadlineMs: number;
+    timeoutLimit: string;
+    notes: { at: number; level: "INFO" | "ERROR"; message: string }[];
+  };
 }
 
 export interface OutboxRecord {

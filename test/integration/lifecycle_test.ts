@@ -204,7 +204,7 @@ Deno.test("shutdown: a second signal cancels runs now (ABORTED); a third exits a
   assert.ok(groupGone(start.pgid), "no orphan left behind");
 });
 
-Deno.test("crash: the agent is SIGKILLed mid-run; restarted on the same state_dir it closes the request, no process left", async () => {
+Deno.test("crash: the agent and its run's group are SIGKILLed; restarted on the same state_dir it closes the request ABORTED", async () => {
   await using s = await setup();
   const urn = s.sim.createRequest({
     args: { recipe: recipe({ sleep_ms: 60_000, grandchild: true }) },
@@ -214,7 +214,13 @@ Deno.test("crash: the agent is SIGKILLed mid-run; restarted on the same state_di
   const start = await started(s, urn);
   first.signal("SIGKILL");
   await first.exited;
-  assert.ok(!groupGone(start.pgid), "the run outlived its agent (as any child would)");
+  assert.ok(
+    !groupGone(start.pgid),
+    "the run outlived its agent (test/integration/readopt_test.ts)",
+  );
+  // The whole group killed too (a cgroup OOM kill, a reboot): no exit status was recorded.
+  Deno.kill(-start.pgid, "SIGKILL");
+  for (let i = 0; i < 200 && !groupGone(start.pgid); i++) await sleep(25);
   await using _second = await s.startAgent(settings);
   const r = await terminal(s.sim, urn, 15_000);
   assert.equal(r.status, "ABORTED");

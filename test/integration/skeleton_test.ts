@@ -64,8 +64,9 @@ Deno.test("happy path: claimed, run with run_id, RUNNING progress, then SUCCESS 
   assert.equal(start.debug, false);
   assert.equal(start.recipeFileMode, "600");
   assert.equal(start.recipeDirMode, "700");
-  // The run's own process group.
-  assert.equal(start.pgid, start.pid);
+  // The run's own process group, led by the shim that records the CLI's exit (process.ts).
+  assert.notEqual(start.pgid, _agent.pid, "not the agent's group");
+  assert.equal(start.pgid, start.ppid, "the shim, the CLI's parent, leads the group");
 });
 
 Deno.test("a non-zero exit is FAILURE with the exit code; both outcomes in one agent", async () => {
