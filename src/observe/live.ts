@@ -42,6 +42,8 @@ export class LiveState {
   #lastPoll: LastPoll | undefined;
   /** Monotonic time the poll loop last finished an iteration (or started). */
   #loopAt: number;
+  /** Whether the poll loop runs yet (recovery at start, `once` reading its set: not yet). */
+  #loopStarted = false;
   #loopWaitMs = 0;
   #gmsFailures = 0;
   #gmsOk = false;
@@ -56,6 +58,12 @@ export class LiveState {
   }
 
   // ---- written by the modules that know ----
+
+  /** The poll loop starts: from now on it must finish iterations in time. */
+  loopStarted(): void {
+    this.#loopStarted = true;
+    this.#loopAt = this.#mono();
+  }
 
   /** The poll loop finished an iteration; `waitMs` is its next wait (interval or backoff). */
   pollIteration(ok: boolean, waitMs: number): void {
@@ -111,7 +119,7 @@ export class LiveState {
 
   /** Alive while the poll loop finishes iterations in time; GMS being down does not matter. */
   health(): { ok: true } | { ok: false; reason: string } {
-    if (this.#draining) return { ok: true };
+    if (this.#draining || !this.#loopStarted) return { ok: true };
     const since = this.#mono() - this.#loopAt;
     const allowed = Math.max(3 * this.#o.pollIntervalMs, 2 * this.#loopWaitMs);
     if (since <= allowed) return { ok: true };

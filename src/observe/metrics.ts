@@ -115,7 +115,8 @@ export async function enableMetrics(gauges: Gauges): Promise<Registry> {
     queueWait: (seconds) => waitSeconds.observe(Math.max(0, seconds)),
     pending: (count, oldestAgeS) => {
       pending.set(count);
-      oldest.set(oldestAgeS ?? 0);
+      // Unknown (the page did not start at the head): the last known age stands, not a 0.
+      if (oldestAgeS !== undefined) oldest.set(oldestAgeS);
     },
     gmsRequest: (operation, outcome, seconds) => {
       gmsRequests.inc({ operation, outcome });

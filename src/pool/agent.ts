@@ -140,6 +140,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     if (this.#state === "stopped" || this.#state === "draining") return;
     if (this.#state !== "created") throw new Error(`cannot start an agent that is ${this.#state}`);
     this.#setState("running");
+    this.#d.live?.loopStarted();
     this.#prune();
     this.#poller.start();
     this.#signalPoller.start();
