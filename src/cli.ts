@@ -8,6 +8,7 @@ import process from "node:process";
 import { Agent } from "./pool/agent.ts";
 import { doctor } from "./commands/doctor.ts";
 import { OnceWork } from "./commands/once.ts";
+import { cliProblem, RuntimeCheck } from "./run/runtime_check.ts";
 import { platformLimits, sleep } from "./run/process.ts";
 import { type AgentConfig, ConfigError, loadConfig } from "./config/config.ts";
 import { AgentError, isRetryable } from "./errors.ts";
@@ -116,6 +117,11 @@ export async function main(args: string[], io: Io = defaultIo): Promise<number> 
   }
   if (parsed.command === "validate") {
     for (const w of loaded.warnings) io.err(`warning: ${w}\n`);
+    const cli = cliProblem(loaded.config, io.env);
+    if (cli) {
+      io.err(`${cli}\ningest-agent: ${file}: 1 problem\n`);
+      return 2;
+    }
     io.out(`${file}: valid (${loaded.form} form, executor_id ${loaded.config.executorId})\n`);
     return 0;
   }
@@ -204,6 +210,9 @@ async function serve(
     state,
     outbox,
     live,
+    probe: () => gms.http.json("health", "GET", "/health").then(() => true, () => false),
+    runtimeProblem: new RuntimeCheck({ config, env: io.env, log, onChange: (p) => live.runtime(p) })
+      .problem,
   });
   agentRef.current = agent;
   log.info("ingest-agent starting", {
@@ -214,6 +223,11 @@ async function serve(
     auth: gms.http.authKind,
     max_concurrent: config.agent.maxConcurrent,
   });
+  if (gms.http.authKind === "none") {
+    log.warn(
+      "auth: none — datahub.token and datahub.system_client_id are empty; a GMS with authentication on refuses every request (set datahub.token, or the system client)",
+    );
+  }
   const interrupted = new AbortController();
   const signals = installSignals(agent, config, log, state, () => interrupted.abort());
   let code = 0;
@@ -232,7 +246,12 @@ async function serve(
       gms,
       adopt: (run) => agent.adopt(run),
     });
-    if (work) {
+    const broken = work ? cliProblem(config, io.env) : undefined;
+    if (broken) {
+      log.error("once: cannot run requests here; none claimed", { problem: broken });
+      code = 1;
+      await agent.drain(); // results left by the previous start are still delivered
+    } else if (work) {
       code = await runOnce(work, agent, interrupted.signal, log);
       const detached = interrupted.signal.aborted && config.agent.onShutdown === "detach";
       // The same drain as a signal's, if one came first.

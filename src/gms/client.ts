@@ -30,7 +30,7 @@ import {
   type SignalValue,
   type Versioned,
 } from "../request.ts";
-import { type GmsConnection, GmsHttp, networkError, parseRetryAfter } from "./http.ts";
+import { authHint, type GmsConnection, GmsHttp, networkError, parseRetryAfter } from "./http.ts";
 import {
   badResponse,
   discoverList,
@@ -133,11 +133,11 @@ export class GmsClient implements GmsApi {
       );
       if (err instanceof ClientError) {
         const status = err.response.status;
-        const msg = err.response.errors?.map((e) => e.message).join("; ") ?? `HTTP ${status}`;
+        const detail = err.response.errors?.map((e) => e.message).join("; ").slice(0, 500);
         throw new GmsError(
           codeForStatus(status),
           operation,
-          `HTTP ${status}: ${msg.slice(0, 500)}`,
+          `HTTP ${status}${detail ? `: ${detail}` : ""}${authHint(status)}`,
           { status, retryAfterMs: parseRetryAfter(retryAfterOf(err.response.headers)) },
         );
       }
@@ -151,9 +151,14 @@ export class GmsClient implements GmsApi {
       });
       const msg = res.errors.map((e) => e.message).join("; ").slice(0, 1000);
       if (res.data === undefined || res.data === null || denied) {
-        throw new GmsError(denied ? "GMS_AUTH" : "GMS_REJECTED", operation, msg, {
-          status: denied ? 403 : undefined,
-        });
+        throw new GmsError(
+          denied ? "GMS_AUTH" : "GMS_REJECTED",
+          operation,
+          msg + authHint(denied ? 403 : undefined),
+          {
+            status: denied ? 403 : undefined,
+          },
+        );
       }
     }
     return res.data as T;

@@ -234,12 +234,16 @@ function describeHttpFailure(status: number, body: unknown): string {
     detail = body;
   }
   detail = detail.replace(/\s+/g, " ").slice(0, 500);
-  const hint = status === 401
+  return `HTTP ${status}${detail ? `: ${detail}` : ""}${authHint(status)}`;
+}
+
+/** The fix for a refusal of the agent's credentials (401/403), as a parenthesis; else "". */
+export function authHint(status: number | undefined): string {
+  return status === 401
     ? " (check datahub.token or the system client credentials)"
     : status === 403
     ? " (the credentials lack a privilege; ingest-agent needs to read and write execution requests and read secrets: use system client credentials or a token with Manage Ingestion and Manage Secrets)"
     : "";
-  return `HTTP ${status}${detail ? `: ${detail}` : ""}${hint}`;
 }
 
 /** Retry-After is seconds or an HTTP date. */

@@ -20,7 +20,12 @@ export interface LastPoll {
   oldest_pending_age_s?: number;
 }
 
-export type NotReady = "starting" | "gms_unreachable" | "unauthorized" | "draining";
+export type NotReady =
+  | "starting"
+  | "gms_unreachable"
+  | "unauthorized"
+  | "draining"
+  | "runtime_unusable";
 
 export interface LiveOptions {
   version: string;
@@ -48,6 +53,7 @@ export class LiveState {
   #gmsFailures = 0;
   #gmsOk = false;
   #unauthorized = false;
+  #runtimeProblem: string | undefined;
   #gmsInfo: () => { version?: string; discovery?: string } = () => ({});
   #outboxPending: () => number = () => 0;
 
@@ -107,6 +113,11 @@ export class LiveState {
     this.#runs.delete(urn);
   }
 
+  /** Why runs cannot start on this host (the datahub CLI is missing…), or undefined. */
+  runtime(problem: string | undefined): void {
+    this.#runtimeProblem = problem;
+  }
+
   draining(): void {
     this.#draining = true;
   }
@@ -135,6 +146,9 @@ export class LiveState {
   readiness(): { ready: true } | { ready: false; reason: NotReady; detail: string } {
     if (this.#draining) {
       return { ready: false, reason: "draining", detail: "the agent is shutting down" };
+    }
+    if (this.#runtimeProblem) {
+      return { ready: false, reason: "runtime_unusable", detail: this.#runtimeProblem };
     }
     if (this.#unauthorized) {
       return {

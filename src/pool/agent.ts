@@ -35,6 +35,7 @@ import type { LiveState } from "../observe/live.ts";
 import { metrics } from "../observe/metrics.ts";
 import { nextPages, pendingOf, spreadClaims } from "./paging.ts";
 import { Reaper } from "./reaper.ts";
+import { applyKills } from "./signals.ts";
 
 export type AgentState = "created" | "running" | "draining" | "stopped";
 
@@ -54,6 +55,10 @@ export interface AgentDeps extends JobDeps {
   gms: GmsApi;
   /** Where the endpoints read the agent's live state (when they are on). */
   live?: LiveState;
+  /** Whether GMS answers at all (its /health): ends the poll loop's backoff once it is back. */
+  probe?: () => Promise<boolean>;
+  /** Why runs cannot start here now (the datahub CLI is missing…); nothing is claimed then. */
+  runtimeProblem?: () => Promise<string | undefined>;
 }
 
 /** Tasks that may use the reserved slot: they take seconds and a user is watching. */
@@ -93,6 +98,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       intervalMs: agent.pollIntervalMs,
       maxBackoffMs: Math.max(agent.pollIntervalMs, 300_000),
       tick: () => this.#poll(),
+      probe: deps.probe,
       onIteration: (ok, waitMs) => {
         metrics.poll(ok ? "ok" : "error");
         deps.live?.pollIteration(ok, waitMs);
@@ -111,7 +117,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       name: "signal check",
       intervalMs: agent.heartbeatIntervalMs,
       maxBackoffMs: Math.max(agent.heartbeatIntervalMs, 60_000),
-      tick: () => this.#checkSignals(),
+      tick: () => applyKills(this.#d.gms, this.#jobs), // signals.ts
       log: deps.log,
     });
   }
@@ -222,7 +228,8 @@ export class Agent extends EventEmitter<AgentEvents> {
     // Whether this page led anywhere: a claim decided (won, lost, cancelled, uncertain) or a
     // stale request closed. Skips and per-candidate errors do not count.
     let progressed = false;
-    for (const c of spreadClaims(found.pending, free)) {
+    const unusable = await this.#d.runtimeProblem?.(); // left pending for a working agent
+    for (const c of unusable ? [] : spreadClaims(found.pending, free)) {
       if (this.#state !== "running") break;
       if (this.#jobs.has(c.urn) || this.#uncertain.has(c.urn)) continue;
       const fast = FAST_TASKS.has(c.task);
@@ -380,18 +387,5 @@ export class Agent extends EventEmitter<AgentEvents> {
   /** Whether this agent itself holds the request: a job, a result on its way, a claim to settle. */
   #holds(urn: string): boolean {
     return this.#jobs.has(urn) || this.#d.outbox.holds(urn) || this.#uncertain.has(urn);
-  }
-
-  /** Reads the signal aspect of every held run in one request; a KILL cancels the run. */
-  async #checkSignals(): Promise<void> {
-    if (this.#jobs.size === 0) return;
-    const signals = await this.#d.gms.readSignals([...this.#jobs.keys()]);
-    for (const [urn, signal] of signals) {
-      const job = this.#jobs.get(urn);
-      if (!job || signal.value.signal !== "KILL") continue;
-      // Any KILL counts: one that existed at claim time closed the request before it ran
-      // (claim.ts), so GMS's clock never has to be compared with ours.
-      job.cancel("user", signal.value.createdAt?.actor, signal.value.createdAt?.time);
-    }
   }
 }

@@ -13,13 +13,15 @@ interface Logged {
   level: string;
   msg: string;
   fields: Fields | undefined;
+  /** Date.now() when logged (the fake clock's, under fake time). */
+  at?: number;
 }
 
 function recordingLogger(out: Logged[]): Logger {
   const make = (): Logger => ({
-    debug: (msg, fields) => out.push({ level: "debug", msg, fields }),
+    debug: (msg, fields) => out.push({ level: "debug", msg, fields, at: Date.now() }),
     info: (msg, fields) => out.push({ level: "info", msg, fields }),
-    warn: (msg, fields) => out.push({ level: "warn", msg, fields }),
+    warn: (msg, fields) => out.push({ level: "warn", msg, fields, at: Date.now() }),
     error: (msg, fields) => out.push({ level: "error", msg, fields }),
     with: () => make(),
   });
@@ -295,5 +297,97 @@ Deno.test("Poller: a nudge during a failing tick does not skip the backoff", asy
   } finally {
     gate.resolve();
     await within(poller.stop(), 2_000, "stop");
+  }
+});
+
+Deno.test("poller: while GMS is down a /health probe ends a long backoff within 0.8 × max(interval, 5 s); refusals and 429 wait it out", async () => {
+  const { installClock, advanceUntil } = await import("../../test/fake_time.ts");
+  const clock = installClock();
+  try {
+    for (
+      const [name, error, probes] of [
+        ["unreachable", new GmsError("GMS_UNREACHABLE", "discover", "connection refused"), true],
+        ["401", new GmsError("GMS_AUTH", "discover", "HTTP 401", { status: 401 }), false],
+        ["429", new GmsError("GMS_RATE_LIMITED", "discover", "HTTP 429", { status: 429 }), false],
+      ] as const
+    ) {
+      let up = false;
+      let probed = 0;
+      let ticks = 0;
+      const poller = new Poller({
+        name: "poll",
+        intervalMs: 1_000,
+        maxBackoffMs: 300_000,
+        tick: () => {
+          ticks++;
+          return up ? Promise.resolve() : Promise.reject(error);
+        },
+        probe: () => {
+          probed++;
+          return Promise.resolve(up);
+        },
+        log: recordingLogger([]),
+        random: () => 0.99, // the longest backoffs
+      });
+      poller.start();
+      // Eight failures: the backoff is now minutes.
+      await advanceUntil(clock, () => ticks >= 8, `${name}: 8 ticks`, {
+        maxMs: 3_600_000,
+        stepMs: 2_000,
+      });
+      const backAt = clock.now;
+      up = true;
+      const took = await advanceUntil(clock, () => ticks >= 9, `${name}: a tick once up`, {
+        maxMs: 600_000,
+        stepMs: 250,
+      });
+      await poller.stop();
+      if (probes) {
+        assert.ok(probed > 0, "probed");
+        assert.ok(
+          clock.now - backAt <= 4_000 + 250,
+          `${name}: retried ${took} ms after GMS came back`,
+        );
+      } else {
+        assert.equal(probed, 0, `${name}: no probe`);
+        assert.ok(took > 4_200, `${name}: waited its backoff (${took} ms)`);
+      }
+    }
+  } finally {
+    clock.uninstall();
+  }
+});
+
+Deno.test("poller: a lasting failure is logged at the first error and again at least every 5 minutes", async () => {
+  const { installClock, advanceUntil } = await import("../../test/fake_time.ts");
+  const clock = installClock();
+  const logged: Logged[] = [];
+  try {
+    const error = new GmsError("GMS_AUTH", "discover", "HTTP 401", { status: 401 });
+    const poller = new Poller({
+      name: "poll",
+      intervalMs: 5_000,
+      maxBackoffMs: 300_000,
+      tick: () => Promise.reject(error),
+      log: recordingLogger(logged),
+    });
+    poller.start();
+    const start = clock.now;
+    await advanceUntil(clock, () => clock.now - start >= 30 * 60_000, "30 minutes", {
+      maxMs: 31 * 60_000,
+      stepMs: 5_000,
+    });
+    await poller.stop();
+    const warns = logged.filter((l) => l.level === "warn" && l.msg === "poll failed; retrying");
+    assert.equal(warns[0]?.fields?.failures, 1, "the first failure is a warning");
+    const failures = logged.filter((l) => l.msg === "poll failed; retrying").length;
+    assert.ok(warns.length < failures, `not every failure: ${warns.length} of ${failures}`);
+    const at = warns.map((w) => w.at!);
+    at.push(clock.now);
+    for (let i = 1; i < at.length; i++) {
+      assert.ok(at[i]! - at[i - 1]! <= 5 * 60_000 + 5_000, `a gap of ${at[i]! - at[i - 1]!} ms`);
+    }
+  } finally {
+    clock.uninstall();
   }
 });

@@ -211,3 +211,10 @@ export async function cleanupRunDir(runDir: string): Promise<void> {
   const kept = await stat(path.join(runDir, "run.log")).catch(() => undefined);
   if (!kept) await rm(runDir, { recursive: true, force: true }).catch(() => {});
 }
+
+/** Why a run did not succeed, in one line for the agent's log: its last error note (masked). */
+export function failureReason(notes: readonly Note[]): string | undefined {
+  const note = notes.findLast((n) => n.level === "ERROR") ??
+    notes.findLast((n) => n.message.startsWith("Failed to execute"));
+  return note === undefined ? undefined : note.message.split("\n")[0]!.slice(0, 300);
+}

@@ -30,6 +30,7 @@ import {
   cancelStatus,
   cleanupRunDir,
   exitOutcome,
+  failureReason,
   leaseLostNote,
   progressReport,
   readReportFile,
@@ -389,6 +390,7 @@ export class Job {
       status,
       duration_ms: value.durationMs,
       cancel_reason: this.#cancel,
+      reason: status === "SUCCESS" ? undefined : failureReason(this.#notes),
     });
     void delivery.then((outcome) => {
       if (outcome === "delivered") this.#log.debug("result delivered", { status });

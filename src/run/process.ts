@@ -196,7 +196,7 @@ function fromStatus(rc: number | null): ProcessExit {
 }
 
 /** The CLI's path as the shim will find it; CLI_START_FAILED when it cannot be run. */
-function resolveCommand(command: string, searchPath: string, cwd: string): string {
+export function resolveCommand(command: string, searchPath: string, cwd: string): string {
   const candidates = command.includes("/")
     ? [path.resolve(cwd, command)]
     : searchPath.split(path.delimiter).filter(Boolean).map((dir) => path.join(dir, command));
