@@ -23,7 +23,13 @@ export type Status =
   | "ROLLED_BACK"
   | "ROLLBACK_FAILED";
 
-export type TerminalStatus = "SUCCESS" | "FAILURE" | "TIMEOUT" | "CANCELLED" | "ABORTED";
+export type TerminalStatus =
+  | "SUCCESS"
+  | "FAILURE"
+  | "TIMEOUT"
+  | "CANCELLED"
+  | "ABORTED"
+  | "DUPLICATE";
 
 export const inputSchema = z.object({
   task: z.string(),
@@ -84,6 +90,10 @@ export interface Candidate {
   task: string;
   executorId: string;
   requestedAt: number | undefined;
+  /** The ingestion source it runs (urn), when it has one (TEST_CONNECTION has none). */
+  ingestionSource?: string;
+  /** Started by the source's schedule (SCHEDULED_INGESTION_SOURCE), not by a person. */
+  scheduled?: boolean;
 }
 
 export function idOf(urn: string): string {

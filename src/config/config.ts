@@ -44,6 +44,14 @@ export interface AgentConfig {
     readonly shutdownTimeoutMs: number;
     /** What the first SIGTERM does to runs: wait for them, or leave them to the next start. */
     readonly onShutdown: "drain" | "detach";
+    /** A request whose ingestion source already runs: left pending (wait) or DUPLICATE (skip). */
+    readonly onOverlap: {
+      readonly scheduled: OverlapPolicy;
+      readonly manual: OverlapPolicy;
+      readonly sourceTypes: Readonly<Record<string, OverlapPolicy>>;
+    };
+    /** Runs of a source type at once, at most (besides maxConcurrent). */
+    readonly sourceLimits: Readonly<Record<string, number>>;
     readonly stateDir: string;
     readonly workDir: string;
     readonly maxRequestAgeMs: number;
@@ -70,6 +78,8 @@ export interface AgentConfig {
     readonly logFormat: LogFormat;
   };
 }
+
+export type OverlapPolicy = "wait" | "skip";
 
 /** One configuration problem, with the dotted path of the key it is about. */
 export interface ConfigIssue {
@@ -221,6 +231,12 @@ export function compileConfig(raw: unknown, options: CompileOptions = {}): Loade
       cancelGraceMs: c.agent.cancel_grace,
       shutdownTimeoutMs: c.agent.shutdown_timeout,
       onShutdown: c.agent.on_shutdown,
+      onOverlap: {
+        scheduled: c.agent.on_overlap.scheduled,
+        manual: c.agent.on_overlap.manual,
+        sourceTypes: Object.freeze({ ...c.agent.on_overlap.source_types }),
+      },
+      sourceLimits: Object.freeze({ ...c.agent.source_limits }),
       stateDir: expandHome(c.agent.state_dir, home),
       workDir: c.agent.work_dir
         ? expandHome(c.agent.work_dir, home)

@@ -63,6 +63,8 @@ Deno.test("compileConfig: an empty file gives the documented defaults", () => {
       cancelGraceMs: 30_000,
       shutdownTimeoutMs: 5 * 60_000,
       onShutdown: "drain",
+      onOverlap: { scheduled: "skip", manual: "wait", sourceTypes: {} },
+      sourceLimits: {},
       stateDir: `${HOME}/.local/state/ingest-agent`,
       workDir: `${HOME}/.local/state/ingest-agent/work`,
       maxRequestAgeMs: 24 * 3_600_000,

@@ -63,6 +63,7 @@ const bytes = z.union([z.string(), z.number()]).transform((value, ctx) => {
 });
 
 const nonEmpty = z.string().trim().min(1, "must not be empty");
+const overlap = z.enum(["wait", "skip"]);
 const serverUrl = z.string().trim().refine((s) => /^https?:\/\/[^\s/]+/.test(s), {
   message: "expected an http:// or https:// URL",
 });
@@ -90,6 +91,17 @@ export const nativeSchema = z.strictObject({
     // drain: the first SIGTERM lets runs finish; detach: exit at once, runs go on and the next
     // start re-adopts them (upgrades with a persistent state_dir).
     on_shutdown: z.enum(["drain", "detach"]).default("drain"),
+    // A request whose ingestion source already runs: wait (stays pending) or skip (DUPLICATE).
+    on_overlap: z.union([
+      overlap.transform((p) => ({ scheduled: p, manual: p, source_types: {} })),
+      z.strictObject({
+        scheduled: overlap.default("skip"),
+        manual: overlap.default("wait"),
+        source_types: z.record(z.string(), overlap).default({}),
+      }),
+    ]).prefault({}),
+    // At most this many runs of a source type at once (besides max_concurrent).
+    source_limits: z.record(z.string(), z.number().int().min(1)).default({}),
     state_dir: nonEmpty.default("~/.local/state/ingest-agent"),
     // Empty: <state_dir>/work (private to the agent's user, never a shared /tmp).
     work_dir: z.string().default(""),

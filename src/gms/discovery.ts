@@ -22,6 +22,8 @@ export interface RunningSummary {
   startTimeMs: number | undefined;
   /** Heartbeats write durationMs = time since start, so start + duration ≈ the last heartbeat. */
   durationMs: number | undefined;
+  /** The ingestion source it runs, when search shows one. */
+  ingestionSource?: string;
 }
 
 /** Where one result set of discovery stands: which page was asked for and what came back. */
@@ -56,6 +58,10 @@ const searchEntity = z.object({
     task: z.string(),
     executorId: z.string().nullish(),
     requestedAt: z.number().nullish(),
+    source: z.object({
+      type: z.string().nullish(),
+      ingestionSource: z.string().nullish(),
+    }).nullish(),
   }).nullish(),
   result: z.object({
     status: z.string(),
@@ -168,16 +174,32 @@ function toDiscovery(
         task: e.input!.task,
         executorId: routedTo(e),
         requestedAt: e.input!.requestedAt ?? undefined,
+        ...sourceOf(e),
       })),
-    running: running
+    // Search lags, but entities come from the database: a pending hit claimed meanwhile is
+    // RUNNING now (schedule.ts sees its ingestion source run).
+    running: [...running, ...pending.filter((e) => !running.some((r) => r.urn === e.urn))]
       .filter((e) => e.result?.status === "RUNNING" && routedTo(e) === executorId)
       .map((e) => ({
         urn: e.urn,
         executorId: routedTo(e),
         startTimeMs: e.result?.startTimeMs ?? undefined,
         durationMs: e.result?.durationMs ?? undefined,
+        ingestionSource: e.input?.source?.ingestionSource ?? undefined,
       })),
     pages,
+  };
+}
+
+/** The ingestion source of a request, and whether its schedule started it. */
+function sourceOf(
+  e: z.infer<typeof searchEntity>,
+): Pick<Candidate, "ingestionSource" | "scheduled"> {
+  const source = e.input?.source;
+  if (!source?.ingestionSource) return {};
+  return {
+    ingestionSource: source.ingestionSource,
+    scheduled: source.type === "SCHEDULED_INGESTION_SOURCE",
   };
 }
 

@@ -18,12 +18,14 @@ import PQueue from "p-queue";
 import {
   type ClaimOutcome,
   claimRequest,
-  closeStale,
+  closeUnrun,
+  duplicateReason,
+  perCandidate,
   settleClaim,
-  type UncertainClaim,
+  staleReason,
+  UncertainClaims,
 } from "./claim.ts";
-import { GmsError, isRetryable } from "../errors.ts";
-import type { Discovery, GmsApi } from "../gms/client.ts";
+import type { GmsApi } from "../gms/client.ts";
 import type { AdoptedRun } from "../run/execution.ts";
 import { Job, type JobDeps } from "../run/job.ts";
 import { runDirName } from "../run/prepare.ts";
@@ -35,6 +37,7 @@ import type { LiveState } from "../observe/live.ts";
 import { metrics } from "../observe/metrics.ts";
 import { nextPages, pendingOf, spreadClaims } from "./paging.ts";
 import { Reaper } from "./reaper.ts";
+import { candidateOf, Schedule } from "./schedule.ts";
 import { applyKills } from "./signals.ts";
 
 export type AgentState = "created" | "running" | "draining" | "stopped";
@@ -77,8 +80,9 @@ export class Agent extends EventEmitter<AgentEvents> {
   #drained: Promise<void> | undefined;
   /** Log retention of finished runs' directories (at most once a minute). */
   readonly #prune: () => void;
-  readonly #uncertain = new Map<string, UncertainClaim>();
+  readonly #uncertain = new UncertainClaims();
   readonly #reaper: Reaper;
+  readonly #schedule: Schedule;
   #pendingStart = 0;
   #runningStart = 0;
 
@@ -87,6 +91,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.#d = deps;
     const { agent, ingestion } = deps.config;
     this.#queue = new PQueue({ concurrency: agent.maxConcurrent });
+    this.#schedule = new Schedule(deps.config);
     const prune = throttledPruner({
       workDir: agent.workDir,
       maxAgeMs: ingestion.logRetentionMs,
@@ -214,7 +219,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   /** One discovery query, then claims while slots are free (oldest first), then the reaper. */
   async #poll(): Promise<void> {
     if (this.#state !== "running") return;
-    const { config } = this.#d;
+    const { config, log } = this.#d;
     await this.#settleUncertain();
     const free = this.#freeSlots();
     const count = Math.min(100, Math.max(10, free * 3));
@@ -224,7 +229,9 @@ export class Agent extends EventEmitter<AgentEvents> {
       runningStart: this.#runningStart,
     });
     this.emit("polled", { pending: found.pending.length, running: found.running.length });
-    this.#observePending(found);
+    const { total, ageS } = pendingOf(found, this.#d.gms.serverNow()); // oldest: GMS's clock
+    metrics.pending(total, ageS);
+    this.#d.live?.polled(total, ageS);
     // Whether this page led anywhere: a claim decided (won, lost, cancelled, uncertain) or a
     // stale request closed. Skips and per-candidate errors do not count.
     let progressed = false;
@@ -235,15 +242,24 @@ export class Agent extends EventEmitter<AgentEvents> {
       const fast = FAST_TASKS.has(c.task);
       const slots = this.#freeSlots();
       const fastFree = this.#fastQueue.pending + this.#fastQueue.size === 0 &&
-        ![...this.#uncertain.values()].some((u) => u.useReservedSlot);
+        !this.#uncertain.holdsReserved;
       if (slots <= 0 && !(fast && fastFree)) continue;
       // GMS's clock, not ours: requestedAt was stamped by GMS or the UI's host.
       const now = this.#d.gms.serverNow();
       const stale = c.requestedAt !== undefined &&
         now - c.requestedAt > config.agent.maxRequestAgeMs;
-      const done = await this.#perCandidate(
+      const plan = this.#schedule.before(c, found.running); // schedule.ts
+      if (!stale && plan.kind === "leave") log.debug("left pending", { urn: c.urn, why: plan.why });
+      if (!stale && plan.kind === "leave") continue;
+      const done = await perCandidate(
         c,
-        () => stale ? this.#closeStale(c, now) : this.#claim(c, fast && slots <= 0),
+        log,
+        () =>
+          stale
+            ? this.#closeUnrun(c, "ABORTED", staleReason(config.executorId, now - c.requestedAt!))
+            : plan.kind === "duplicate"
+            ? this.#closeUnrun(c, "DUPLICATE", duplicateReason(plan.of))
+            : this.#claim(c, fast && slots <= 0, found.pending),
       );
       progressed ||= done;
     }
@@ -252,45 +268,35 @@ export class Agent extends EventEmitter<AgentEvents> {
     await this.#reaper.reap(found.running);
   }
 
-  /**
-   * GMS trouble (unreachable, 5xx, 429, 401/403) ends the tick so the poller backs off; anything
-   * else is about this one candidate (a request GMS cannot render, a refused write) and must not
-   * keep the others from being claimed.
-   */
-  async #perCandidate(c: Candidate, fn: () => Promise<boolean>): Promise<boolean> {
-    try {
-      return await fn();
-    } catch (err) {
-      if (isRetryable(err) || (err instanceof GmsError && err.code === "GMS_AUTH")) throw err;
-      this.#d.log.warn("skipping a request this poll", { urn: c.urn, error: err });
-      return false;
-    }
-  }
-
-  /** How many requests are pending, and how old the oldest is (GMS's clock). */
-  #observePending(found: Discovery): void {
-    const { total, ageS } = pendingOf(found, this.#d.gms.serverNow());
-    metrics.pending(total, ageS);
-    this.#d.live?.polled(total, ageS);
-  }
-
   /** Slots free for a claim: a claim still being settled holds its slot like a job. */
   #freeSlots(): number {
-    let uncertain = 0;
-    for (const u of this.#uncertain.values()) if (!u.useReservedSlot) uncertain++;
     return this.#d.config.agent.maxConcurrent - this.#queue.pending - this.#queue.size -
-      uncertain - this.#adoptedQueue.pending;
+      this.#uncertain.unreserved - this.#adoptedQueue.pending;
   }
 
-  async #claim(c: Candidate, useReservedSlot: boolean): Promise<boolean> {
+  /** Claims `c` (unless its source type is at its limit, now that the read shows its type). */
+  async #claim(c: Candidate, useReservedSlot: boolean, seen: Candidate[]): Promise<boolean> {
     const { config, identity } = this.#d;
-    const outcome = await claimRequest(this.#d.gms, c.urn, identity, config.agent.leaseTtlMs);
-    this.#claimed(c.urn, c.task, outcome, useReservedSlot);
+    const outcome = await claimRequest(
+      this.#d.gms,
+      c.urn,
+      identity,
+      config.agent.leaseTtlMs,
+      Date.now(),
+      this.#schedule.decider(c),
+    );
+    this.#claimed(c, outcome, useReservedSlot, Schedule.siblings(c, seen));
     return outcome.kind !== "skip";
   }
 
-  #claimed(urn: string, task: string, outcome: ClaimOutcome, useReservedSlot: boolean): void {
+  #claimed(
+    c: Candidate,
+    outcome: ClaimOutcome,
+    useReservedSlot: boolean,
+    siblings: Candidate[] = [],
+  ): void {
     const { log } = this.#d;
+    const { urn, task } = c;
     switch (outcome.kind) {
       case "lost":
         metrics.claim("lost");
@@ -322,22 +328,26 @@ export class Agent extends EventEmitter<AgentEvents> {
         }
         log.info("claimed", { urn, task, reserved_slot: useReservedSlot || undefined });
         this.emit("claimed", { urn, task });
-        this.#startJob(new Job(this.#d, outcome), useReservedSlot ? this.#fastQueue : this.#queue);
+        this.#schedule.started(c, outcome.request.input);
+        const me = { urn, requestedAt, claimedAt: outcome.startTimeMs };
+        const beforeStart = () => this.#schedule.settle(this.#d.gms, me, siblings);
+        const job = new Job({ ...this.#d, beforeStart }, outcome);
+        this.#startJob(job, useReservedSlot ? this.#fastQueue : this.#queue);
       }
     }
   }
 
   /** Reads each uncertain claim: ours → the run starts now (once); else forgotten. */
   async #settleUncertain(): Promise<void> {
-    for (const [urn, u] of [...this.#uncertain]) {
+    for (const [urn, u] of this.#uncertain.entries()) {
       const outcome = await settleClaim(this.#d.gms, urn, u.token, u.startTimeMs);
       this.#uncertain.delete(urn);
       if (outcome.kind === "claimed") {
         this.#d.log.info("the lost claim had landed; running the request", { urn });
       }
+      const c = outcome.kind === "claimed" ? candidateOf(urn, outcome.request.input) : undefined;
       this.#claimed(
-        urn,
-        outcome.kind === "claimed" ? outcome.request.input.task : "",
+        c ?? { urn, task: "", executorId: "", requestedAt: undefined },
         outcome,
         u.useReservedSlot,
       );
@@ -360,6 +370,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     const live = this.#d.live;
     void queue.add(() => job.run()).finally(() => {
       this.#jobs.delete(job.urn);
+      this.#schedule.ended(job.urn);
       live?.runEnded(job.urn);
       if (job.status) {
         metrics.runFinished(job.task, job.status, (Date.now() - job.startTimeMs) / 1000);
@@ -370,16 +381,12 @@ export class Agent extends EventEmitter<AgentEvents> {
     });
   }
 
-  /** A request nobody picked up within max_request_age is closed (claim.ts `closeStale`). */
-  async #closeStale(c: Candidate, now: number): Promise<boolean> {
-    const waitedMs = now - (c.requestedAt ?? 0);
-    const outcome = await closeStale(this.#d.gms, c.urn, { ...this.#d, waitedMs });
+  /** Closes a request without running it (claim.ts `closeUnrun`): too old, or a duplicate. */
+  async #closeUnrun(c: Candidate, status: "ABORTED" | "DUPLICATE", why: string): Promise<boolean> {
+    const outcome = await closeUnrun(this.#d.gms, c.urn, this.#d, status, why);
     if (outcome.kind === "claimed") {
-      this.#d.log.warn("closed a request that waited too long", {
-        urn: c.urn,
-        waited_ms: waitedMs,
-      });
-      this.emit("reaped", { urn: c.urn, status: "ABORTED", stale: true });
+      this.#d.log.warn("closed a request without running it", { urn: c.urn, status, why });
+      this.emit("reaped", { urn: c.urn, status, stale: true });
     }
     return outcome.kind !== "skip";
   }

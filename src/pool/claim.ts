@@ -4,10 +4,11 @@
  * exactly one agent of a pool wins; the others get 412 and move on without noise (SPEC §5.4).
  */
 import type { AgentConfig } from "../config/config.ts";
-import type { GmsError } from "../errors.ts";
+import { GmsError, isRetryable } from "../errors.ts";
+import type { Logger } from "../observe/log.ts";
 import type { GmsApi } from "../gms/client.ts";
 import { type Identity, isOurs, newToken, ownerLine } from "../identity.ts";
-import type { RequestInput, RequestState, ResultValue } from "../request.ts";
+import type { Candidate, RequestInput, RequestState, ResultValue } from "../request.ts";
 import { writeOwned } from "../gms/result_write.ts";
 
 export type ClaimOutcome =
@@ -37,13 +38,21 @@ export async function claimRequest(
   id: Identity,
   leaseTtlMs: number,
   now = Date.now(),
-  /** Overrides the RUNNING value (e.g. to close a stale request directly). */
-  initial?: (start: number) => ResultValue,
+  /**
+   * Decides from the request as read: a value instead of RUNNING (to close it directly: too old,
+   * a duplicate), `leave` it pending (not now: scheduling), or undefined: claim it.
+   */
+  decide?: (
+    start: number,
+    request: RequestState & { input: RequestInput },
+  ) => ResultValue | { leave: string } | undefined,
 ): Promise<ClaimOutcome> {
   const request = await gms.readRequest(urn);
   if (!request) return { kind: "skip", reason: "deleted" };
   if (request.result) return { kind: "skip", reason: `already ${request.result.value.status}` };
   if (!request.input) return { kind: "skip", reason: "no input aspect" };
+  const decided = decide?.(now, { ...request, input: request.input });
+  if (decided && "leave" in decided) return { kind: "skip", reason: decided.leave };
   // A user may cancel a request that is still pending: it is closed without running.
   const kill = request.signal?.value.signal === "KILL" ? request.signal.value : undefined;
   const value: ResultValue = kill
@@ -55,7 +64,7 @@ export async function claimRequest(
         kill.createdAt?.actor ? ` (by ${kill.createdAt.actor})` : ""
       }; it was not run.`,
     }
-    : initial?.(now) ??
+    : decided ??
       {
         status: "RUNNING",
         startTimeMs: now,
@@ -123,24 +132,84 @@ export interface UncertainClaim {
   useReservedSlot: boolean;
 }
 
+/** The agent's claims still to settle; each holds its slot like a job. */
+export class UncertainClaims {
+  readonly #claims = new Map<string, UncertainClaim>();
+  get size(): number {
+    return this.#claims.size;
+  }
+  /** How many hold an ordinary slot. */
+  get unreserved(): number {
+    let n = 0;
+    for (const u of this.#claims.values()) if (!u.useReservedSlot) n++;
+    return n;
+  }
+  /** Whether one holds the reserved (TEST_CONNECTION) slot. */
+  get holdsReserved(): boolean {
+    return [...this.#claims.values()].some((u) => u.useReservedSlot);
+  }
+  has(urn: string): boolean {
+    return this.#claims.has(urn);
+  }
+  set(urn: string, claim: UncertainClaim): void {
+    this.#claims.set(urn, claim);
+  }
+  delete(urn: string): void {
+    this.#claims.delete(urn);
+  }
+  /** A copy: settling deletes while iterating. */
+  entries(): [string, UncertainClaim][] {
+    return [...this.#claims];
+  }
+}
+
 /**
- * A request nobody picked up within max_request_age is closed as ABORTED through a claim (so only
- * one agent of a pool does it), and stops showing as Pending. Resolves the claim's outcome.
+ * Runs one candidate's step. GMS trouble (unreachable, 5xx, 429, 401/403) ends the poll so the
+ * poller backs off; anything else is about this one candidate (a request GMS cannot render, a
+ * refused write) and must not keep the others from being claimed.
  */
-export function closeStale(
+export async function perCandidate(
+  c: Candidate,
+  log: Logger,
+  fn: () => Promise<boolean>,
+): Promise<boolean> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (isRetryable(err) || (err instanceof GmsError && err.code === "GMS_AUTH")) throw err;
+    log.warn("skipping a request this poll", { urn: c.urn, error: err });
+    return false;
+  }
+}
+
+/**
+ * Closes a request without running it, through a claim (so only one agent of a pool does it):
+ * too old (ABORTED), or a duplicate of a running one (DUPLICATE). Resolves the claim's outcome.
+ */
+export function closeUnrun(
   gms: Pick<GmsApi, "readRequest" | "writeResult">,
   urn: string,
-  o: { identity: Identity; config: AgentConfig; waitedMs: number },
+  o: { identity: Identity; config: AgentConfig },
+  status: "ABORTED" | "DUPLICATE",
+  why: string,
 ): Promise<ClaimOutcome> {
-  const { executorId, agent } = o.config;
-  return claimRequest(gms, urn, o.identity, agent.leaseTtlMs, Date.now(), (start) => ({
-    status: "ABORTED",
+  return claimRequest(gms, urn, o.identity, o.config.agent.leaseTtlMs, Date.now(), (start) => ({
+    status,
     startTimeMs: start,
     durationMs: 0,
-    report:
-      `${ownerLine(o.identity)}\nThis request waited ${
-        Math.round(o.waitedMs / 60000)
-      } minutes (longer than agent.max_request_age) and no agent for executor '${executorId}' picked it up, so it was not run. ` +
-      "Run it again if it is still wanted.",
+    report: `${ownerLine(o.identity)}\n${why}`,
   }));
+}
+
+/** The report of a request nobody picked up within max_request_age. */
+export function staleReason(executorId: string, waitedMs: number): string {
+  return `This request waited ${Math.round(waitedMs / 60000)} minutes (longer than ` +
+    `agent.max_request_age) and no agent for executor '${executorId}' picked it up, so it was ` +
+    "not run. Run it again if it is still wanted.";
+}
+
+/** The report of a request closed because its ingestion source already runs. */
+export function duplicateReason(of: string): string {
+  return `Not run: ${of} of the same ingestion source is running (agent.on_overlap: skip). ` +
+    "Run it again once that run has ended, if it is still wanted.";
 }

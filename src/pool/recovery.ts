@@ -158,6 +158,8 @@ export function recoveredStatus(run: RunRecord): { status: TerminalStatus; messa
         status: "ABORTED",
         message: `${how} It was stopped because the agent was shutting down.`,
       };
+    case "duplicate":
+      return { status: "DUPLICATE", message: `${how} Another run of its ingestion source ran.` };
     case "lease":
       return {
         status: "ABORTED",

@@ -10,7 +10,7 @@ import type { RunLog } from "./run_log.ts";
 import { type Note, summaryText, terminalResult } from "./summary.ts";
 
 /** Why a run was stopped before it ended by itself. Values appear in reports: keep them stable. */
-export type CancelReason = "user" | "timeout" | "shutdown" | "fenced" | "lease";
+export type CancelReason = "user" | "timeout" | "shutdown" | "fenced" | "lease" | "duplicate";
 
 /** How a cancelled run ends. */
 export function cancelStatus(cancel: CancelReason | undefined): TerminalStatus | undefined {
@@ -22,6 +22,8 @@ export function cancelStatus(cancel: CancelReason | undefined): TerminalStatus |
     case "shutdown":
     case "lease":
       return "ABORTED";
+    case "duplicate":
+      return "DUPLICATE";
     default:
       return undefined;
   }
@@ -139,6 +141,22 @@ export async function terminalValue(t: TerminalInput): Promise<ResultValue> {
 }
 
 /** What a run stopped for lack of a lease says. */
+/** The note of a run stopped before its CLI started, when the reason needs one. */
+export function stoppedNote(d: CancelDetails): Note | undefined {
+  const at = Date.now();
+  if (d.cancel === "lease") {
+    return { at, level: "ERROR", message: leaseLostNote(d.leaseLostAfterMs) };
+  }
+  if (d.cancel !== "duplicate") return undefined;
+  return {
+    at,
+    level: "INFO",
+    message:
+      `Not run: ${d.cancelledBy?.replace(/^by /, "")} of the same ingestion source was claimed ` +
+      "at the same time and runs (the older request, or the one claimed first, wins)",
+  };
+}
+
 export function leaseLostNote(afterMs: number | undefined): string {
   const after = afterMs === undefined ? "" : ` for ${Math.round(afterMs / 1000)} s`;
   return `GMS did not accept a heartbeat${after}, longer than the lease (agent.lease_ttl) allows, so the run was stopped: ` +
@@ -164,18 +182,22 @@ export async function readReportFile(
 }
 
 /** The RUNNING report of a run: owner, head and tail of its output, a stale-output note. */
+/** Bounds of a RUNNING progress report (every write is a stored aspect version). */
+export const PROGRESS_HEAD_CHARS = 512;
+export const PROGRESS_TAIL_CHARS = 2560;
+
 export function progressReport(p: {
   owner: string;
   runLog: RunLog | undefined;
   lastLineAt: number;
   staleAfterMs: number;
-  head: number;
-  tail: number;
+  head?: number;
+  tail?: number;
 }): string {
   const log = p.runLog;
   const lines = [p.owner];
   if (!log || log.lines === 0) lines.push("No logs yet");
-  else lines.push(log.excerpt(p.head, p.tail));
+  else lines.push(log.excerpt(p.head ?? PROGRESS_HEAD_CHARS, p.tail ?? PROGRESS_TAIL_CHARS));
   const silentMs = Date.now() - p.lastLineAt;
   if (silentMs >= p.staleAfterMs) {
     // Rounded to the stale period, so a silent run does not cause a write every heartbeat.

@@ -31,10 +31,10 @@ import {
   cleanupRunDir,
   exitOutcome,
   failureReason,
-  leaseLostNote,
   progressReport,
   readReportFile,
   removeRunFiles,
+  stoppedNote,
   terminalValue,
 } from "./finish.ts";
 import { prepareRun, runDirName } from "./prepare.ts";
@@ -46,10 +46,6 @@ import { RunLog } from "./run_log.ts";
 import type { Note } from "./summary.ts";
 
 export type { CancelReason } from "./finish.ts";
-
-/** Bounds of a RUNNING progress report (every write is a stored aspect version). */
-export const PROGRESS_HEAD_CHARS = 512;
-export const PROGRESS_TAIL_CHARS = 2560;
 
 export interface JobDeps {
   config: AgentConfig;
@@ -63,6 +59,8 @@ export interface JobDeps {
   state: StateDir;
   /** Terminal results go here: saved durably, then delivered with retries. */
   outbox: Outbox;
+  /** Before the CLI starts: the request that runs instead of this one, if any (schedule.ts). */
+  beforeStart?: () => Promise<string | undefined>;
 }
 
 export interface ClaimedRequest {
@@ -242,7 +240,8 @@ export class Job {
         status = exitOutcome(this.task, exit, this.#cancelDetails(), (l, m) => this.#note(l, m));
       } else {
         status = cancelStatus(this.#cancel) ?? "FAILURE";
-        if (this.#cancel === "lease") this.#note("ERROR", leaseLostNote(this.#leaseLostAfterMs));
+        const stopped = stoppedNote(this.#cancelDetails());
+        if (stopped) this.#note(stopped.level, stopped.message);
       }
     } catch (err) {
       const e = coerceError(err);
@@ -270,6 +269,8 @@ export class Job {
   /** Prepares and runs the CLI; resolves its exit, or undefined if cancelled before it started. */
   async #execute(runDir: string): Promise<ProcessExit | undefined> {
     const { config } = this.#deps;
+    const winner = await this.#deps.beforeStart?.();
+    if (winner) return void this.cancel("duplicate", winner); // nothing prepared, nothing run
     const prepared = await prepareRun({
       config,
       gms: this.#deps.gms,
@@ -345,8 +346,6 @@ export class Job {
       runLog: this.#runLog,
       lastLineAt: this.#runLog?.lastLineAt ?? this.startTimeMs,
       staleAfterMs: this.#deps.config.ingestion.staleOutputMs,
-      head: PROGRESS_HEAD_CHARS,
-      tail: PROGRESS_TAIL_CHARS,
     });
   }
 

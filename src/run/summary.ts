@@ -29,6 +29,7 @@ const SENTENCES: Record<TerminalStatus, string> = {
   CANCELLED: "Execution was cancelled by request.",
   TIMEOUT: "Execution timed out.",
   ABORTED: "Execution was aborted.",
+  DUPLICATE: "Execution was not run: another run of this ingestion source is in progress.",
 };
 
 export function summaryText(input: SummaryInput): string {

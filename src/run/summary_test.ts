@@ -58,6 +58,7 @@ Deno.test("summaryText: one sentence per terminal status", () => {
     CANCELLED: "Execution was cancelled by request.",
     TIMEOUT: "Execution timed out.",
     ABORTED: "Execution was aborted.",
+    DUPLICATE: "Execution was not run: another run of this ingestion source is in progress.",
   };
   for (const [status, sentence] of Object.entries(expected)) {
     const lines = summary({ status: status as TerminalStatus }).split("\n");

@@ -63,7 +63,7 @@ export interface RunRecord {
   /** The claim's fencing token. */
   token?: string;
   /** Why the run was stopped, recorded when a cancel begins. */
-  cancel?: "user" | "timeout" | "shutdown" | "fenced" | "lease";
+  cancel?: "user" | "timeout" | "shutdown" | "fenced" | "lease" | "duplicate";
   /** The last result version we know we wrote. */
   version?: string;
   /**

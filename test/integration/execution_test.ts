@@ -250,13 +250,19 @@ Deno.test("exit codes: 137 and SIGKILL carry the out-of-memory hint; a missing C
   assert.match(b.report!, /killed by signal SIGKILL likely because it ran out of memory/);
 
   assert.equal((await agent.stop()).code, 0);
+  // A CLI that cannot be found: nothing is claimed (test/integration/operator_test.ts), and the
+  // error names the command.
   const missing = s.sim.createRequest({ args: { recipe: recipe() } });
-  await using _other = await s.startAgent({
+  await using other = await s.startAgent({
     ingestion: { datahub_command: "/nonexistent/bin/datahub" },
   });
-  const c = await terminal(s.sim, missing);
-  assert.equal(c.status, "FAILURE");
-  assert.match(c.report!, /cannot start '\/nonexistent\/bin\/datahub': not found/);
+  const line = await s.sim.waitFor(
+    () => other.logs().find((l) => l.level === "error" && l.problem !== undefined),
+    15_000,
+    "the runtime error",
+  );
+  assert.match(String(line.problem), /cannot start '\/nonexistent\/bin\/datahub': not found/);
+  assert.equal(s.sim.result(missing), undefined, "left pending");
 });
 
 Deno.test("an oversize report drops the structured report first, with the executor's warning", async () => {

@@ -146,7 +146,10 @@ Deno.test("re-adopt: restart after the lease expired → the pool's ABORTED stan
   assert.ok(!groupGone(start.pgid), "the run still runs: its agent is away");
   await using again = await s.startAgent(shared(s));
   await until(() => groupGone(start.pgid), "the group killed", 15_000);
-  assert.ok(again.logs().some((l) => l.msg.includes("is not ours any more")), again.stdout);
+  await until(
+    () => again.logs().some((l) => l.msg.includes("is not ours any more")),
+    "the restarted agent says why it killed the group",
+  );
   assert.equal(s.sim.result(urn)!.value.status, "ABORTED", "the pool's result stands");
 });
 

@@ -280,7 +280,14 @@ export class GmsSimulator implements AsyncDisposable {
     const value: Json = {
       task: spec.task ?? "RUN_INGEST",
       args: { ...(spec.args ?? {}) },
-      source: { ...(spec.source ?? DEFAULT_SOURCE) },
+      // By default each request is a manual run of an ingestion source of its own.
+      source: {
+        ...(spec.source ??
+          {
+            ...DEFAULT_SOURCE,
+            ingestionSource: `${DEFAULT_SOURCE.ingestionSource}-${urn.slice(URN_PREFIX.length)}`,
+          }),
+      },
       requestedAt: spec.requestedAt ?? this.now(),
     };
     // executorId: null models a request GMS stored without one (SPEC 3.1 "omitted if unset").

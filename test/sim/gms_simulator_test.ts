@@ -166,7 +166,7 @@ Deno.test("discovery: pending query finds requests of its executor, oldest first
     requestedAt: 2_000,
     source: {
       type: "MANUAL_INGESTION_SOURCE",
-      ingestionSource: "urn:li:dataHubIngestionSource:sim-source",
+      ingestionSource: `urn:li:dataHubIngestionSource:sim-source-${newer.split(":").pop()}`,
     },
     arguments: [{ key: "recipe", value: "{}" }],
   });
