@@ -5,7 +5,8 @@
  *
  *   deno run -A bench/bench.ts --agent /abs/path/dist/ingest-agent [--quick] [--only a,b]
  *
- * Scenarios: startup, overhead, pickup, throughput, gms_load, memory (see bench/scenarios/).
+ * Scenarios: startup, overhead, pickup, throughput, gms_load, memory, memory_obs (see
+ * bench/scenarios/).
  */
 import path from "node:path";
 import { details, markdown, table } from "./report.ts";
@@ -14,6 +15,7 @@ import { disposeAll } from "./lib/scope.ts";
 import type { BenchContext, ScenarioResult } from "./lib/types.ts";
 import { gmsLoad } from "./scenarios/gms_load.ts";
 import { memory } from "./scenarios/memory.ts";
+import { memoryObs } from "./scenarios/memory_obs.ts";
 import { overhead } from "./scenarios/overhead.ts";
 import { pickup } from "./scenarios/pickup.ts";
 import { startup } from "./scenarios/startup.ts";
@@ -26,6 +28,7 @@ const SCENARIOS: Record<string, (ctx: BenchContext) => Promise<ScenarioResult>> 
   throughput,
   gms_load: gmsLoad,
   memory,
+  memory_obs: memoryObs,
 };
 
 const USAGE =

@@ -19,6 +19,8 @@ export interface AgentOptions {
   cancelGrace?: string;
   shutdownTimeout?: string;
   logLevel?: "debug" | "info" | "warn" | "error";
+  /** observability.listen (endpoints and metrics); empty or absent: off. */
+  listen?: string;
   env?: Record<string, string>;
 }
 
@@ -49,7 +51,11 @@ export function agentConfig(ctx: LaunchContext, o: AgentOptions): Record<string,
       work_dir: path.join(home, "work"),
     },
     ingestion: { datahub_command: ctx.cli },
-    observability: { log_format: "json", log_level: o.logLevel ?? "warn" },
+    observability: {
+      log_format: "json",
+      log_level: o.logLevel ?? "warn",
+      ...(o.listen ? { listen: o.listen } : {}),
+    },
   };
 }
 

@@ -11,10 +11,11 @@ import { sleep } from "../lib/scope.ts";
 import { type BenchContext, round, type ScenarioResult, target } from "../lib/types.ts";
 import { fmtSummary, rounded, summarize } from "../stats.ts";
 
-const SAMPLE_MS = 50;
+export const SAMPLE_MS = 50;
 const RUNS = 8;
 
-async function sampleFor(
+/** Samples the agent's memory every SAMPLE_MS until done() (also used by memory_obs.ts). */
+export async function sampleFor(
   agent: { memory(): Memory | undefined },
   done: () => boolean,
   maxMs: number,
