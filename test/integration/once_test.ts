@@ -111,6 +111,7 @@ Deno.test("once: a request another agent of the pool runs is not counted; exit 0
   assert.equal(ran.length, 4, "each request ran once in the pool");
   const done = a.logs().find((l) => l.msg === "once: done");
   assert.ok(done, a.stdout);
-  assert.equal(Number(done.succeeded) + Number(done.not_run_here), 4);
+  // The pool agent started first: what it had claimed already was not pending at once's start.
+  assert.equal(Number(done.succeeded) + Number(done.not_run_here), Number(done.requests));
   assert.ok(pool.running);
 });
