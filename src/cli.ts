@@ -8,6 +8,7 @@ import process from "node:process";
 import { Agent } from "./pool/agent.ts";
 import { doctor } from "./commands/doctor.ts";
 import { OnceWork } from "./commands/once.ts";
+import { unknownArgument, validate } from "./commands/validate.ts";
 import { cliProblem, RuntimeCheck } from "./run/runtime_check.ts";
 import { platformLimits, sleep } from "./run/process.ts";
 import { type AgentConfig, ConfigError, loadConfig } from "./config/config.ts";
@@ -75,7 +76,7 @@ function parseArgs(args: string[]): Parsed {
       (a === "run" || a === "once" || a === "validate" || a === "doctor") && command === undefined
     ) {
       command = a;
-    } else throw new AgentError("USAGE", `unknown argument '${a}'`);
+    } else throw new AgentError("USAGE", unknownArgument(a));
   }
   return { command: command ?? "run", ...(config !== undefined ? { config } : {}) };
 }
@@ -115,16 +116,7 @@ export async function main(args: string[], io: Io = defaultIo): Promise<number> 
     }
     throw err;
   }
-  if (parsed.command === "validate") {
-    for (const w of loaded.warnings) io.err(`warning: ${w}\n`);
-    const cli = cliProblem(loaded.config, io.env);
-    if (cli) {
-      io.err(`${cli}\ningest-agent: ${file}: 1 problem\n`);
-      return 2;
-    }
-    io.out(`${file}: valid (${loaded.form} form, executor_id ${loaded.config.executorId})\n`);
-    return 0;
-  }
+  if (parsed.command === "validate") return validate(file, loaded, io);
   return await serve(loaded.config, loaded.warnings, io, parsed.command);
 }
 
@@ -170,6 +162,7 @@ async function serve(
     return 1;
   }
   const gms = new GmsClient(config.datahub, log);
+  gms.http.onSecret = (name, value) => redactor.add(name, value); // token_file, proxy password
   const outbox = new Outbox({
     state,
     gms,
@@ -211,8 +204,13 @@ async function serve(
     outbox,
     live,
     probe: () => gms.http.json("health", "GET", "/health").then(() => true, () => false),
-    runtimeProblem: new RuntimeCheck({ config, env: io.env, log, onChange: (p) => live.runtime(p) })
-      .problem,
+    runtimeProblem: new RuntimeCheck({
+      config,
+      env: io.env,
+      log,
+      onChange: (p) => live.runtime(p), // /readyz
+      onMemory: (blocked) => live.admission(blocked), // /status (agent.min_available_memory)
+    }).problem,
   });
   agentRef.current = agent;
   log.info("ingest-agent starting", {

@@ -44,6 +44,13 @@ export type ErrorCode =
   | "ARGUMENT_INVALID"
   /** The datahub CLI could not be started. */
   | "CLI_START_FAILED"
+  /** The run's Python environment could not be built (venv runtime: the installer failed). */
+  | "RUNTIME_SETUP_FAILED"
+  /** The run's prebuilt environment is not there (bundled runtime). */
+  | "RUNTIME_MISSING"
+  /** The request asks for what ingestion.allowed_source_types / allow_extra_pip refuse, or
+   * names a plugin, version or requirement that may not be installed. */
+  | "POLICY_REFUSED"
   /** Another agent holds the state directory. */
   | "STATE_LOCKED";
 
@@ -93,7 +100,8 @@ export function codeForStatus(status: number): ErrorCode {
  * callers back off with jitter, so a deterministic server bug is not hammered).
  * Not retried: 401/403 (credentials do not fix themselves; logged with what to fix), 412 (a lost
  * race is an answer, not a failure: re-read and decide), 413 (retried smaller, not as is), other
- * 4xx.
+ * 4xx, and every error of a run's own (recipe, secrets, policy, environment setup: the run fails
+ * with it; a failed environment build is not cached, so the next run builds it again).
  */
 export function isRetryable(err: unknown): boolean {
   if (!(err instanceof AgentError)) return false;

@@ -154,7 +154,7 @@ export async function doctor(file: string, io: DoctorIo): Promise<number> {
       ? await checkLock(config.agent.stateDir)
       : skipped("lock", "state_dir is not usable"),
   );
-  emit(checkProxy(config.datahub.server, io.env));
+  emit(checkProxy(config.datahub.server, io.env, config.datahub.proxy));
 
   // 9. The clock, from the Date headers of GMS's answers above.
   emit(reachable ? checkClock(gms.http.clockOffsetMs) : skipped("clock", "GMS is not reachable"));

@@ -12,6 +12,8 @@ import { z } from "zod";
 import { AgentError, GmsError } from "../errors.ts";
 import type { GmsClient } from "../gms/client.ts";
 import type { AuthKind } from "../gms/http.ts";
+import { secretDenial } from "../gms/secret_denial.ts";
+import { tlsProblemOf } from "../gms/transport.ts";
 import { type Check, failed, passed } from "./doctor.ts";
 
 /** GMS requests of doctor wait datahub.timeout, but at most this long. */
@@ -68,11 +70,21 @@ export async function checkReachable(gms: GmsClient, server: string): Promise<Ch
         } ms), version unknown (GET /config needs accepted credentials)`,
       );
     }
+    const tls = tlsProblemOf(err);
+    if (tls) {
+      return failed(
+        "gms",
+        `${server}: ${reason(err)}`,
+        tls === "server-certificate"
+          ? "set datahub.tls.ca_file to the PEM of the CA that signed GMS's certificate (or fix the name in datahub.server when the certificate is issued for another one)."
+          : "set datahub.tls.cert_file and datahub.tls.key_file to a client certificate GMS (or the gateway in front of it) accepts.",
+      );
+    }
     if (err.code === "GMS_UNREACHABLE") {
       return failed(
         "gms",
         `${server}: ${reason(err)}`,
-        "check datahub.server (scheme, host, port) and that GMS runs and is reachable from this host (through HTTPS_PROXY/NO_PROXY if a proxy is needed).",
+        "check datahub.server (scheme, host, port) and that GMS runs and is reachable from this host (through datahub.proxy or HTTPS_PROXY, and NO_PROXY, if a proxy is needed).",
       );
     }
     if (err.code === "GMS_TIMEOUT") {
@@ -143,19 +155,28 @@ export async function checkSecrets(gms: GmsClient): Promise<Check> {
     return passed("secrets", `readable: getSecretValues answers for ${label}`);
   } catch (err) {
     if (err instanceof AgentError && err.code === "SECRET_ACCESS_DENIED") {
-      return failed(
-        "secrets",
-        `GMS refused to decrypt secrets for ${label} (the secret caller guard of DataHub after v1.6.0, or a missing privilege)`,
-        kind === "system-client"
-          ? "check that datahub.system_client_id and datahub.system_client_secret are GMS's own system client, or ask the DataHub operator to set SECRET_SERVICE_CALLER_GUARD_MODE=AUDIT."
-          : "set datahub.system_client_id and datahub.system_client_secret (only system auth may read secrets when SECRET_SERVICE_CALLER_GUARD_MODE=ENFORCE), or ask the DataHub operator to set SECRET_SERVICE_CALLER_GUARD_MODE=AUDIT.",
-      );
+      // The same reading of the answer as a run's report (the caller guard only where GMS's
+      // answer or version shows it); the version from /config, which discovery has not read yet.
+      const answer = err.cause instanceof Error ? err.cause.message : err.message;
+      const version = gms.serverVersion ?? await versionOf(gms);
+      const { why, fix } = secretDenial(answer, version, kind);
+      return failed("secrets", `GMS refused to decrypt secrets for ${label}: ${why}`, fix);
     }
     return failed(
       "secrets",
       `getSecretValues failed: ${reason(err)}`,
       "runs whose recipes use ${NAME} secrets will fail: check GMS's health and logs, then run doctor again.",
     );
+  }
+}
+
+/** DataHub's version from `GET /config`, if it says. */
+async function versionOf(gms: GmsClient): Promise<string | undefined> {
+  try {
+    const parsed = configBody.safeParse((await gms.http.json("config", "GET", "/config")).body);
+    return parsed.success ? parsed.data.versions["acryldata/datahub"]?.version : undefined;
+  } catch {
+    return undefined;
   }
 }
 

@@ -6,7 +6,8 @@
  *   state_dir  created if missing, a probe file written and removed; refused like the agent
  *   work_dir   refuses them at start (a symbolic link, not a directory, another user's)
  *   lock       whether a running agent holds state_dir's agent.lock (read only, never taken)
- *   proxy      the proxy undici uses for datahub.server (HTTP(S)_PROXY, NO_PROXY), informational
+ *   proxy      the proxy undici uses for datahub.server (datahub.proxy or HTTP(S)_PROXY, and
+ *              NO_PROXY), informational
  */
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -15,9 +16,13 @@ import { access, lstat, mkdir, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import process from "node:process";
 import type { AgentConfig } from "../config/config.ts";
+import { proxyFor, withoutUserinfo } from "../gms/transport.ts";
+import { chooseInstaller, installerProblem } from "../run/installer.ts";
 import { credentialVariables, runEnvironment } from "../run/run_env.ts";
 import { lockHolder } from "../state/lock.ts";
 import { type Check, failed, passed } from "./doctor.ts";
+
+export { proxyFor, withoutUserinfo };
 
 /** How long `datahub version` may take (a cold Python start with many plugins is slow). */
 export const CLI_TIMEOUT_MS = 20_000;
@@ -96,11 +101,38 @@ export function runCommand(
   });
 }
 
+/** 6. (venv, bundled) The installer's interpreter, or the bundles' directory. */
+async function otherRuntime(
+  config: AgentConfig,
+  env: Record<string, string | undefined>,
+): Promise<Check> {
+  const i = config.ingestion;
+  if (i.runtime === "bundled") {
+    const found = await stat(i.bundledDir).then((s) => s.isDirectory(), () => false);
+    return found
+      ? passed("runtime", `bundled: environments under ${i.bundledDir} (<source type>-bundled)`)
+      : failed(
+        "runtime",
+        `ingestion.bundled_dir ${i.bundledDir} does not exist`,
+        "set ingestion.bundled_dir to the directory holding the <source type>-bundled environments.",
+      );
+  }
+  const problem = installerProblem(config, env);
+  if (problem) {
+    return failed("runtime", problem, "install Python 3 with its venv module, or uv.");
+  }
+  const c = chooseInstaller(config, env);
+  const how = c.kind === "uv" ? `uv (${c.uv}) with ${c.python}` : `${c.python} -m venv and pip`;
+  const from = i.offline ? `offline from ${i.findLinks.join(", ")}` : "from the configured index";
+  return passed("runtime", `venv: environments built by ${how}, ${from}, in ${i.venvDir}`);
+}
+
 /** 6. The datahub CLI: found, and `datahub version` answers with its version. */
 export async function checkRuntime(
   config: AgentConfig,
   env: Record<string, string | undefined>,
 ): Promise<Check> {
+  if (config.ingestion.runtime !== "preinstalled") return await otherRuntime(config, env);
   const command = config.ingestion.datahubCommand;
   const where = await findCommand(command, env.PATH);
   if (where.notExecutable && !where.found) {
@@ -228,57 +260,15 @@ export async function checkLock(stateDir: string): Promise<Check> {
   );
 }
 
-/** The proxy undici's EnvHttpProxyAgent uses for `server` (lower case wins, as there). */
-export function proxyFor(
+/** 8. The proxy in effect for datahub.server, or none (informational: always passes). */
+export function checkProxy(
   server: string,
   env: Record<string, string | undefined>,
-): { proxy?: string; variable?: string; noProxy?: string } {
-  let url: URL;
-  try {
-    url = new URL(server);
-  } catch {
-    return {};
-  }
-  const pick = (lower: string, upper: string) =>
-    env[lower] !== undefined
-      ? { value: env[lower], variable: lower }
-      : { value: env[upper], variable: upper };
-  const http = pick("http_proxy", "HTTP_PROXY");
-  const https = pick("https_proxy", "HTTPS_PROXY");
-  const chosen = url.protocol === "https:" && https.value ? https : http;
-  if (!chosen.value) return {};
-  const noProxy = pick("no_proxy", "NO_PROXY");
-  const entries = (noProxy.value ?? "").split(/[,\s]/).filter((e) => e !== "");
-  const host = url.host.replace(/:\d*$/, "").toLowerCase();
-  const port = Number(url.port) || (url.protocol === "https:" ? 443 : 80);
-  const bypass = noProxy.value === "*" || entries.some((entry) => {
-    const m = /^(.+):(\d+)$/.exec(entry);
-    const name = (m ? m[1]! : entry).replace(/^\*?\./, "").toLowerCase();
-    if (m && Number(m[2]) !== port) return false;
-    return host === name || host.endsWith(`.${name}`);
-  });
-  if (bypass) return { noProxy: noProxy.variable };
-  return { proxy: chosen.value, variable: chosen.variable };
-}
-
-/** 8. The proxy in effect for datahub.server, or none (informational: always passes). */
-export function checkProxy(server: string, env: Record<string, string | undefined>): Check {
+  configured = "",
+): Check {
   const shown = withoutUserinfo(server);
-  const { proxy, variable, noProxy } = proxyFor(server, env);
+  const { proxy, variable, noProxy } = proxyFor(server, env, configured);
   if (proxy) return passed("proxy", `${withoutUserinfo(proxy)} (from ${variable}) for ${shown}`);
   if (noProxy) return passed("proxy", `none for ${shown} (${noProxy} excludes it)`);
   return passed("proxy", `none for ${shown}`);
-}
-
-/** A URL as it may be printed: user and password (if any) replaced by `***`. */
-export function withoutUserinfo(address: string): string {
-  try {
-    const url = new URL(address);
-    if (!url.username && !url.password) return address;
-    url.username = "***";
-    url.password = "";
-    return url.toString().replace(/\/$/, "");
-  } catch {
-    return address.replace(/\/\/[^/@]*@/, "//***@");
-  }
 }

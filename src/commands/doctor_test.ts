@@ -9,6 +9,7 @@ import { checkClock, formatOffset } from "./doctor_gms.ts";
 import {
   checkDirectory,
   checkLock,
+  checkProxy,
   findCommand,
   proxyFor,
   withoutUserinfo,
@@ -116,4 +117,21 @@ Deno.test("doctor lock: a live holder fails with its pid, a stale lock or none p
     child.kill("SIGKILL");
     await rm(dir, { recursive: true, force: true });
   }
+});
+
+Deno.test("doctor checkProxy: datahub.proxy is shown as the proxy in effect (NO_PROXY still wins)", () => {
+  const env = { HTTPS_PROXY: "http://env:1" };
+  const server = "https://gms.example.com";
+  assert.equal(
+    checkProxy(server, env, "http://u:pw@conf:2").detail,
+    "http://***@conf:2 (from datahub.proxy) for https://gms.example.com",
+  );
+  assert.equal(
+    checkProxy(server, { ...env, NO_PROXY: "example.com" }, "http://conf:2").detail,
+    "none for https://gms.example.com (NO_PROXY excludes it)",
+  );
+  assert.equal(
+    checkProxy(server, env).detail,
+    "http://env:1 (from HTTPS_PROXY) for https://gms.example.com",
+  );
 });

@@ -14,10 +14,13 @@
 import { readFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { parse as parseYaml } from "yaml";
+import { parseDocument } from "yaml";
 import { z } from "zod";
 import { AgentError } from "../errors.ts";
+import { actionsToNative, actionsUnknownKey } from "./actions.ts";
+import { checkDatahubFiles, unreadable } from "./files.ts";
 import { interpolate } from "./interpolate.ts";
+import { compileRuntime, type RuntimeConfig } from "./runtime.ts";
 import { actionsSchema, nativeSchema } from "./schema.ts";
 
 export type LogFormat = "auto" | "json" | "text";
@@ -34,6 +37,17 @@ export interface AgentConfig {
     readonly systemClientId: string;
     readonly systemClientSecret: string;
     readonly timeoutMs: number;
+    /** The file the token comes from (absolute; "" = none); `token` holds what it read at start. */
+    readonly tokenFile: string;
+    /** An HTTP CONNECT proxy for GMS ("" = HTTPS_PROXY/HTTP_PROXY of the environment). */
+    readonly proxy: string;
+    readonly tls: {
+      /** Absolute paths ("" = none): CAs added to the system roots, the client certificate. */
+      readonly caFile: string;
+      readonly certFile: string;
+      readonly keyFile: string;
+      readonly insecureSkipVerify: boolean;
+    };
   };
   readonly agent: {
     readonly maxConcurrent: number;
@@ -52,13 +66,17 @@ export interface AgentConfig {
     };
     /** Runs of a source type at once, at most (besides maxConcurrent). */
     readonly sourceLimits: Readonly<Record<string, number>>;
+    /** Resident memory of a run's process group above which it is stopped (0: no limit). */
+    readonly runMemoryLimitBytes: number;
+    /** No new run starts while the host's MemAvailable is below this (0: no minimum). */
+    readonly minAvailableMemoryBytes: number;
     readonly stateDir: string;
     readonly workDir: string;
     readonly maxRequestAgeMs: number;
     readonly resultRetryForMs: number;
   };
-  readonly ingestion: {
-    readonly runtime: "preinstalled";
+  /** The runtime keys (runtime, venv, bundled, policy) are runtime.ts's. */
+  readonly ingestion: RuntimeConfig & {
     readonly datahubCommand: string;
     readonly taskTimeoutMs: number;
     /** Per source type (`recipe.source.type`) overrides of taskTimeoutMs. */
@@ -109,16 +127,24 @@ export class ConfigError extends AgentError {
   }
 }
 
-function issuesOf(error: z.ZodError): ConfigIssue[] {
+/**
+ * zod's issues as ConfigIssues; none at a path whose `${VAR}` was not set (`unset`): "must not be
+ * empty" or "expected a URL" there would only repeat that problem.
+ */
+function issuesOf(
+  error: z.ZodError,
+  unknownKey: (path: string) => string = () => "unknown key (see agent.yml for the supported keys)",
+  unset: ReadonlySet<string> = new Set(),
+): ConfigIssue[] {
   return error.issues.flatMap((issue) => {
     const base = issue.path.map(String).join(".");
     if (issue.code === "unrecognized_keys") {
-      return issue.keys.map((key) => ({
-        path: base ? `${base}.${key}` : key,
-        message: "unknown key (see agent.yml for the supported keys)",
-      }));
+      return issue.keys.map((key) => {
+        const at = base ? `${base}.${key}` : key;
+        return { path: at, message: unknownKey(at) };
+      });
     }
-    return [{ path: base || "(root)", message: issue.message }];
+    return unset.has(base) ? [] : [{ path: base || "(root)", message: issue.message }];
   });
 }
 
@@ -157,48 +183,23 @@ export function compileConfig(raw: unknown, options: CompileOptions = {}): Loade
     throw new ConfigError(file, [{ path: "(root)", message: "expected a YAML mapping" }]);
   }
   const warnings: string[] = [];
+  // Paths whose `${VAR}` is unset: their knock-on schema errors are not reported.
+  const unset = new Set(issues.map((i) => i.path.replace(/\[(\d+)\]/g, ".$1"))); // zod's a.0
   let native: unknown = doc;
   let form: LoadedConfig["form"] = "native";
   if ("action" in doc) {
     form = "actions";
     const parsed = actionsSchema.safeParse(doc);
-    if (!parsed.success) throw new ConfigError(file, [...issues, ...issuesOf(parsed.error)]);
-    const { action, datahub, source } = parsed.data;
-    if (source !== undefined) {
-      warnings.push(
-        "the pipeline's `source` (Kafka) is ignored: ingest-agent polls GMS over HTTPS instead",
-      );
+    if (!parsed.success) {
+      throw new ConfigError(file, [
+        ...issues,
+        ...issuesOf(parsed.error, actionsUnknownKey, unset),
+      ]);
     }
-    if (action.config.task_configs !== undefined) {
-      warnings.push(
-        "action.config.task_configs is ignored: ingest-agent runs RUN_INGEST and TEST_CONNECTION itself",
-      );
-    }
-    const authorization = Object.entries(datahub.extra_headers ?? {})
-      .find(([k]) => k.toLowerCase() === "authorization")?.[1];
-    const client = parseSystemClientHeader(authorization);
-    const bearer = authorization ? /^Bearer\s+(\S+)$/i.exec(authorization.trim())?.[1] : undefined;
-    if (authorization && !client && !bearer) {
-      warnings.push(
-        "datahub.extra_headers.Authorization is neither `Basic <id>:<secret>` nor `Bearer <token>` and is ignored",
-      );
-    }
-    for (const key of Object.keys(datahub.extra_headers ?? {})) {
-      if (key.toLowerCase() !== "authorization") {
-        warnings.push(`datahub.extra_headers.${key} is ignored`);
-      }
-    }
-    native = {
-      executor_id: action.config.executor_id || "default",
-      datahub: {
-        server: datahub.server,
-        ...(datahub.token || bearer ? { token: datahub.token || bearer } : {}),
-        ...(client ? { system_client_id: client.id, system_client_secret: client.secret } : {}),
-      },
-    };
+    native = actionsToNative(parsed.data, warnings);
   }
   const parsed = nativeSchema.safeParse(native);
-  if (!parsed.success) issues.push(...issuesOf(parsed.error));
+  if (!parsed.success) issues.push(...issuesOf(parsed.error, undefined, unset));
   if (issues.length > 0 || !parsed.success) throw new ConfigError(file, issues);
   const c = parsed.data;
   if (!!c.datahub.system_client_id !== !!c.datahub.system_client_secret) {
@@ -214,14 +215,28 @@ export function compileConfig(raw: unknown, options: CompileOptions = {}): Loade
         `must be longer than agent.heartbeat_interval (${c.agent.heartbeat_interval}ms), got ${c.agent.lease_ttl}ms`,
     }]);
   }
+  const filePath = (p: string) => p ? expandHome(p, home) : "";
+  const tls = {
+    caFile: filePath(c.datahub.tls.ca_file),
+    certFile: filePath(c.datahub.tls.cert_file),
+    keyFile: filePath(c.datahub.tls.key_file),
+    insecureSkipVerify: c.datahub.tls.insecure_skip_verify,
+  };
+  const tokenFile = filePath(c.datahub.token_file);
+  const files = checkDatahubFiles({ token: c.datahub.token, tokenFile, tls });
+  if (files.issues.length > 0) throw new ConfigError(file, files.issues);
+  warnings.push(...files.warnings);
   const config: AgentConfig = {
     executorId: c.executor_id,
     datahub: {
       server: c.datahub.server.replace(/\/+$/, ""),
-      token: c.datahub.token,
+      token: files.token,
       systemClientId: c.datahub.system_client_id,
       systemClientSecret: c.datahub.system_client_secret,
       timeoutMs: c.datahub.timeout,
+      tokenFile,
+      proxy: c.datahub.proxy,
+      tls,
     },
     agent: {
       maxConcurrent: c.agent.max_concurrent,
@@ -237,6 +252,8 @@ export function compileConfig(raw: unknown, options: CompileOptions = {}): Loade
         sourceTypes: Object.freeze({ ...c.agent.on_overlap.source_types }),
       },
       sourceLimits: Object.freeze({ ...c.agent.source_limits }),
+      runMemoryLimitBytes: c.agent.run_memory_limit,
+      minAvailableMemoryBytes: c.agent.min_available_memory,
       stateDir: expandHome(c.agent.state_dir, home),
       workDir: c.agent.work_dir
         ? expandHome(c.agent.work_dir, home)
@@ -245,7 +262,10 @@ export function compileConfig(raw: unknown, options: CompileOptions = {}): Loade
       resultRetryForMs: c.agent.result_retry_for,
     },
     ingestion: {
-      runtime: c.ingestion.runtime,
+      ...compileRuntime(c.ingestion, {
+        stateDir: expandHome(c.agent.state_dir, home),
+        expand: (p) => expandHome(p, home),
+      }),
       datahubCommand: c.ingestion.datahub_command,
       taskTimeoutMs: c.ingestion.task_timeout,
       timeoutsMs: Object.freeze({ ...c.ingestion.timeouts }),
@@ -299,29 +319,44 @@ export async function loadConfig(
   try {
     text = await readFile(file, "utf8");
   } catch (err) {
-    const reason = (err as NodeJS.ErrnoException).code === "ENOENT"
-      ? "file not found"
-      : String(err);
-    throw new ConfigError(file, [{ path: "(file)", message: reason }]);
+    throw new ConfigError(file, [{ path: "(file)", message: unreadableConfig(file, err) }]);
+  }
+  // Every YAML error, each at its place in the file (file:line:column, as editors take it).
+  const doc = parseDocument(text);
+  if (doc.errors.length > 0) {
+    throw new ConfigError(
+      file,
+      doc.errors.map((e) => {
+        const at = e.linePos?.[0];
+        return {
+          path: at ? `${file}:${at.line}:${at.col}` : file,
+          message: `not valid YAML: ${e.message.replace(/ at line \d+, column \d+:[\s\S]*$/, "")}`,
+        };
+      }),
+    );
   }
   let raw: unknown;
   try {
-    raw = parseYaml(text);
-  } catch (err) {
+    raw = doc.toJS();
+  } catch (err) { // e.g. too many aliases
     throw new ConfigError(file, [{
-      path: "(file)",
+      path: file,
       message: `not valid YAML: ${(err as Error).message}`,
     }]);
   }
   return compileConfig(raw, { ...options, file });
 }
 
-/** `Basic <id>:<secret>` (unencoded, as GMS expects) → the system client pair. */
-function parseSystemClientHeader(
-  value: string | undefined,
-): { id: string; secret: string } | undefined {
-  const match = value ? /^Basic\s+([^:\s]+):(.+)$/.exec(value.trim()) : null;
-  return match ? { id: match[1]!, secret: match[2]! } : undefined;
+/** Why the configuration file cannot be read, as a sentence naming it. */
+function unreadableConfig(file: string, err: unknown): string {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  const where = path.isAbsolute(file) ? "" : ` (${path.resolve(file)})`;
+  if (code === "ENOENT") return `file not found: ${file}${where}`;
+  if (code === "EISDIR") {
+    return `${file}${where} is a directory, not a configuration file: give the file's path ` +
+      `(e.g. --config ${path.join(file, "agent.yml")})`;
+  }
+  return `cannot read ${file}${where}: ${unreadable(err)}`;
 }
 
 function deepFreeze<T>(value: T): T {

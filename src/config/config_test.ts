@@ -54,6 +54,9 @@ Deno.test("compileConfig: an empty file gives the documented defaults", () => {
       systemClientId: "",
       systemClientSecret: "",
       timeoutMs: 30_000,
+      tokenFile: "",
+      proxy: "",
+      tls: { caFile: "", certFile: "", keyFile: "", insecureSkipVerify: false },
     });
     assert.deepEqual(config.agent, {
       maxConcurrent: 4,
@@ -65,6 +68,8 @@ Deno.test("compileConfig: an empty file gives the documented defaults", () => {
       onShutdown: "drain",
       onOverlap: { scheduled: "skip", manual: "wait", sourceTypes: {} },
       sourceLimits: {},
+      runMemoryLimitBytes: 0,
+      minAvailableMemoryBytes: 0,
       stateDir: `${HOME}/.local/state/ingest-agent`,
       workDir: `${HOME}/.local/state/ingest-agent/work`,
       maxRequestAgeMs: 24 * 3_600_000,
@@ -80,6 +85,18 @@ Deno.test("compileConfig: an empty file gives the documented defaults", () => {
       staleOutputMs: 2 * 60_000,
       passEnv: [],
       envSecretsPrefix: "",
+      python: "python3",
+      installer: "auto",
+      venvDir: `${HOME}/.local/state/ingest-agent/venvs`,
+      venvCacheMax: 10,
+      latestTtlMs: 24 * 3_600_000,
+      indexUrl: "",
+      extraIndexUrls: [],
+      findLinks: [],
+      offline: false,
+      bundledDir: "/opt/datahub/venvs",
+      allowedSourceTypes: undefined,
+      allowExtraPip: true,
     });
     assert.deepEqual(config.observability, { listen: "", logLevel: "info", logFormat: "auto" });
   }
@@ -366,7 +383,7 @@ Deno.test("loadConfig: a missing file is CONFIG_INVALID naming the file", async 
     assert.ok(err instanceof ConfigError);
     assert.equal(err.code, "CONFIG_INVALID");
     assert.ok(err.message.includes(file), err.message);
-    assert.deepEqual(err.issues, [{ path: "(file)", message: "file not found" }]);
+    assert.deepEqual(err.issues, [{ path: "(file)", message: `file not found: ${file}` }]);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
@@ -384,8 +401,8 @@ Deno.test("loadConfig: invalid YAML is CONFIG_INVALID", async () => {
     assert.ok(err instanceof ConfigError);
     assert.equal(err.code, "CONFIG_INVALID");
     assert.equal(err.issues.length, 1);
-    assert.equal(err.issues[0]!.path, "(file)");
-    assert.match(err.issues[0]!.message, /not valid YAML/);
+    assert.equal(err.issues[0]!.path, `${file}:3:3`);
+    assert.match(err.issues[0]!.message, /^not valid YAML: Flow sequence [^\n]*\]$/);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
@@ -449,4 +466,16 @@ Deno.test("Actions form: a missing variable in the ignored Kafka source is not f
     { env: {}, home: "/h" },
   );
   assert.equal(config.datahub.systemClientId, "id");
+});
+
+Deno.test("agent.run_memory_limit and agent.min_available_memory are sizes (0 = off); a bad one names its key", () => {
+  const { config } = compile({
+    agent: { run_memory_limit: "4GiB", min_available_memory: "512MiB" },
+  });
+  assert.equal(config.agent.runMemoryLimitBytes, 4 * 1024 ** 3);
+  assert.equal(config.agent.minAvailableMemoryBytes, 512 * 1024 ** 2);
+  assert.equal(compile({ agent: { run_memory_limit: 0 } }).config.agent.runMemoryLimitBytes, 0);
+  const [issue] = issuesOf({ agent: { min_available_memory: "lots" } });
+  assert.equal(issue?.path, "agent.min_available_memory");
+  assert.match(issue!.message, /500MiB/);
 });

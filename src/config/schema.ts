@@ -5,6 +5,7 @@
  */
 import { z } from "zod";
 import { formatDuration, parseDuration } from "./duration.ts";
+import { serverUrlProblem } from "./server_url.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Value types
@@ -63,9 +64,25 @@ const bytes = z.union([z.string(), z.number()]).transform((value, ctx) => {
 });
 
 const nonEmpty = z.string().trim().min(1, "must not be empty");
+// A boolean, also as the string an environment variable gives (`${INSECURE:-false}`).
+const flag = z.union([
+  z.boolean(),
+  z.enum(["true", "false"], { error: "expected true or false" }).transform((s) => s === "true"),
+]);
 const overlap = z.enum(["wait", "skip"]);
-const serverUrl = z.string().trim().refine((s) => /^https?:\/\/[^\s/]+/.test(s), {
-  message: "expected an http:// or https:// URL",
+// A package index (pip's --index-url); empty: the installer's own default.
+const indexUrl = z.string().trim().refine((s) => s === "" || /^https?:\/\/[^\s/]+/.test(s), {
+  message: "expected an http:// or https:// URL of a package index",
+});
+// One value or a list of them.
+const oneOrMany = <T extends z.ZodType<string>>(item: T) =>
+  z.union([item, z.array(item)]).transform((v) =>
+    (Array.isArray(v) ? v : [v]).filter((s) => s !== "")
+  );
+// http(s) with a host, on a port Node's fetch connects to (server_url.ts).
+const serverUrl = z.string().trim().superRefine((s, ctx) => {
+  const problem = serverUrlProblem(s);
+  if (problem) ctx.addIssue({ code: "custom", message: problem });
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -76,10 +93,23 @@ export const nativeSchema = z.strictObject({
   datahub: z.strictObject({
     server: serverUrl.default("http://localhost:8080"),
     token: z.string().default(""),
+    // A file holding the token instead (read at start and when it changes, gms/token_file.ts).
+    token_file: z.string().trim().default(""),
     system_client_id: z.string().default(""),
     system_client_secret: z.string().default(""),
     // Feeds undici's and AbortSignal's timers, which overflow past 2^31-1 ms: at most 1h.
     timeout: duration(100, 3_600_000).default(30_000),
+    // An HTTP CONNECT proxy; overrides HTTPS_PROXY/HTTP_PROXY (NO_PROXY still applies).
+    proxy: z.string().trim().refine((s) => s === "" || /^https?:\/\/[^\s/]+/.test(s), {
+      message:
+        "expected an http:// or https:// proxy URL (empty: HTTPS_PROXY from the environment)",
+    }).default(""),
+    tls: z.strictObject({
+      ca_file: z.string().trim().default(""),
+      cert_file: z.string().trim().default(""),
+      key_file: z.string().trim().default(""),
+      insecure_skip_verify: flag.default(false),
+    }).prefault({}),
   }).prefault({}),
   agent: z.strictObject({
     max_concurrent: z.number().int().min(1).max(256).default(4),
@@ -102,6 +132,11 @@ export const nativeSchema = z.strictObject({
     ]).prefault({}),
     // At most this many runs of a source type at once (besides max_concurrent).
     source_limits: z.record(z.string(), z.number().int().min(1)).default({}),
+    // A run whose processes' resident memory (summed over its group) exceeds this is stopped
+    // and ends FAILURE. 0: no limit.
+    run_memory_limit: bytes.default(0),
+    // No new run starts while the host's MemAvailable is below this. 0: no minimum.
+    min_available_memory: bytes.default(0),
     state_dir: nonEmpty.default("~/.local/state/ingest-agent"),
     // Empty: <state_dir>/work (private to the agent's user, never a shared /tmp).
     work_dir: z.string().default(""),
@@ -109,9 +144,11 @@ export const nativeSchema = z.strictObject({
     result_retry_for: duration().default(86_400_000),
   }).prefault({}),
   ingestion: z.strictObject({
-    runtime: z.literal("preinstalled", {
+    // preinstalled: the CLI at datahub_command; venv: built and cached per request
+    // (src/run/venv.ts); bundled: prebuilt under bundled_dir. See README "Runtimes".
+    runtime: z.enum(["preinstalled", "venv", "bundled"], {
       error: (issue) =>
-        `only "preinstalled" is supported (the datahub CLI found via datahub_command), got ${
+        `expected "preinstalled" (the datahub CLI at datahub_command), "venv" (environments built per plugins and version) or "bundled" (prebuilt under bundled_dir), got ${
           JSON.stringify(issue.input)
         }`,
     }).default("preinstalled"),
@@ -129,6 +166,29 @@ export const nativeSchema = z.strictObject({
     env_secrets_prefix: z.string().regex(/^[A-Za-z0-9_]*$/, {
       error: "expected the start of a variable name (letters, digits, _)",
     }).default(""),
+    // runtime: venv (compiled by runtime.ts)
+    python: nonEmpty.default("python3"),
+    installer: z.enum(["auto", "uv", "pip"]).default("auto"),
+    venv_dir: z.string().trim().default(""),
+    venv_cache_max: z.number().int().min(1).max(1000).default(10),
+    latest_ttl: duration().default(86_400_000),
+    index_url: indexUrl.default(""),
+    extra_index_url: oneOrMany(indexUrl).default([]),
+    find_links: oneOrMany(z.string().trim()).default([]),
+    offline: flag.default(false),
+    // runtime: bundled
+    bundled_dir: nonEmpty.default("/opt/datahub/venvs"),
+    // Policy, for every runtime. Absent: any source type.
+    allowed_source_types: z.array(nonEmpty).optional(),
+    allow_extra_pip: flag.default(true),
+  }).superRefine((v, ctx) => {
+    if (v.offline && v.find_links.length === 0) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["find_links"],
+        message: "ingestion.offline needs find_links (a directory of wheels to install from)",
+      });
+    }
   }).prefault({}),
   observability: z.strictObject({
     // host:port, [v6]:port or :port (every interface); empty: no endpoints.

@@ -30,7 +30,7 @@ import {
   type SignalValue,
   type Versioned,
 } from "../request.ts";
-import { authHint, type GmsConnection, GmsHttp, networkError, parseRetryAfter } from "./http.ts";
+import { authHint, type GmsConnection, GmsHttp, parseRetryAfter } from "./http.ts";
 import {
   badResponse,
   discoverList,
@@ -40,6 +40,7 @@ import {
   type GraphqlQuery,
 } from "./discovery.ts";
 import { GET_SECRET_VALUES } from "./operations.ts";
+import { secretDenial } from "./secret_denial.ts";
 
 export type { Discovery, DiscoveryPages, PageInfo, RunningSummary } from "./discovery.ts";
 export { listVariables, searchVariables } from "./discovery.ts";
@@ -92,7 +93,7 @@ export class GmsClient implements GmsApi {
   #serverVersion: string | undefined;
 
   constructor(conn: GmsConnection, log: Logger, options: { mode?: DiscoveryMode } = {}) {
-    this.http = new GmsHttp(conn);
+    this.http = new GmsHttp(conn, log);
     this.#log = log;
     this.#mode = options.mode;
     this.#graphql = new GraphQLClient(`${this.http.server}/api/graphql`, {
@@ -141,7 +142,7 @@ export class GmsClient implements GmsApi {
           { status, retryAfterMs: parseRetryAfter(retryAfterOf(err.response.headers)) },
         );
       }
-      throw networkError(operation, err, this.http.timeoutMs);
+      throw this.http.failure(operation, err);
     }
     record(res.errors?.length ? "graphql_errors" : "ok");
     if (res.errors?.length) {
@@ -285,12 +286,13 @@ export class GmsClient implements GmsApi {
       });
     } catch (err) {
       if (err instanceof GmsError && err.code === "GMS_AUTH") {
+        // The cause as the answer and GMS's version show it (secret_denial.ts).
+        const answer = err.message.replace(authHint(403), "");
+        const { why, fix } = secretDenial(answer, this.#serverVersion, this.http.authKind);
         throw new AgentError(
           "SECRET_ACCESS_DENIED",
-          `GMS refused to decrypt secrets for the agent's credentials (${this.http.authKind}): ${err.message}. ` +
-            "DataHub after v1.6.0 lets only system auth read secret values (SECRET_SERVICE_CALLER_GUARD_MODE=ENFORCE): " +
-            "set datahub.system_client_id and datahub.system_client_secret in the agent's configuration, " +
-            "or ask the DataHub operator to set SECRET_SERVICE_CALLER_GUARD_MODE=AUDIT.",
+          `GMS refused to decrypt secrets for the agent's credentials (${this.http.authKind}): ${why}. ` +
+            `Fix: ${fix} GMS answered: ${answer}`,
           { cause: err },
         );
       }

@@ -1,20 +1,31 @@
 /**
- * The HTTP transport to GMS: one keep-alive connection pool (undici), proxies from HTTP(S)_PROXY
- * and NO_PROXY, authentication, a non-browser User-Agent, a per-request timeout, and the mapping
- * of every failure to a GmsError with a stable code. It never retries: retry policy belongs to
- * the callers (see errors.ts `isRetryable`).
+ * The HTTP transport to GMS: one keep-alive connection pool (undici; TLS, proxy and the mapping
+ * of network failures are transport.ts's), authentication (a token from `datahub.token_file` is
+ * checked before requests, token_file.ts), a non-browser User-Agent, a per-request deadline, and
+ * the mapping of every failure to a GmsError with a stable code. It never retries, except once
+ * after a 401 when the token file holds a new token: retry policy belongs to the callers (see
+ * errors.ts `isRetryable`).
  */
-import { EnvHttpProxyAgent, fetch as undiciFetch, request } from "undici";
+import { fetch as undiciFetch, request } from "undici";
 import { codeForStatus, GmsError } from "../errors.ts";
+import { type Logger, silentLogger } from "../observe/log.ts";
 import { metrics } from "../observe/metrics.ts";
 import { VERSION } from "../version.ts";
+import { TokenFile } from "./token_file.ts";
+import { Transport, type TransportOptions } from "./transport.ts";
 
 export interface GmsConnection {
   server: string;
+  /** The token (as read from tokenFile at start when that is set). */
   token: string;
   systemClientId: string;
   systemClientSecret: string;
   timeoutMs: number;
+  /** `datahub.token_file`: re-read when it changes and after a 401. */
+  tokenFile?: string;
+  /** `datahub.proxy`: overrides HTTPS_PROXY/HTTP_PROXY. */
+  proxy?: string;
+  tls?: TransportOptions["tls"];
 }
 
 /** How one exchange with GMS went, for readiness: answered, failed, or credentials refused. */
@@ -46,14 +57,16 @@ export class GmsHttp {
   readonly authKind: AuthKind;
   readonly #headers: Record<string, string>;
   readonly #timeoutMs: number;
-  readonly #dispatcher: EnvHttpProxyAgent;
+  readonly #transport: Transport;
+  readonly #tokenFile: TokenFile | undefined;
+  #onSecret: (name: string, value: string) => void = () => {};
   /** GMS's clock minus ours, from the latest `Date` header; undefined until one was seen. */
   #clockOffsetMs: number | undefined;
 
   /** Told about every exchange (LiveState's readiness). */
   onExchange: (outcome: ExchangeOutcome) => void = () => {};
 
-  constructor(conn: GmsConnection) {
+  constructor(conn: GmsConnection, log: Logger = silentLogger) {
     this.server = conn.server.replace(/\/+$/, "");
     this.#timeoutMs = conn.timeoutMs;
     this.#headers = { "user-agent": `ingest-agent/${VERSION}`, accept: "application/json" };
@@ -62,19 +75,66 @@ export class GmsHttp {
     if (conn.systemClientId) {
       this.#headers.authorization = `Basic ${conn.systemClientId}:${conn.systemClientSecret}`;
       this.authKind = "system-client";
+    } else if (conn.tokenFile) {
+      this.#tokenFile = new TokenFile(conn.tokenFile, conn.token);
+      this.#tokenFile.onChange = (token) => {
+        this.#onSecret("datahub.token_file", token);
+        log.info("datahub.token_file changed: using the token it holds now", {
+          token_file: conn.tokenFile,
+        });
+      };
+      this.#tokenFile.onProblem = (problem) =>
+        problem
+          ? log.warn("datahub.token_file cannot be read: keeping the token read before", {
+            problem,
+          })
+          : log.info("datahub.token_file is readable again", { token_file: conn.tokenFile });
+      this.authKind = "token";
     } else if (conn.token) {
       this.#headers.authorization = `Bearer ${conn.token}`;
       this.authKind = "token";
     } else {
       this.authKind = "none";
     }
-    this.#dispatcher = new EnvHttpProxyAgent({
-      keepAliveTimeout: 30_000,
-      connections: 16,
-      headersTimeout: conn.timeoutMs,
-      bodyTimeout: conn.timeoutMs,
-      connectTimeout: Math.min(conn.timeoutMs, 10_000),
+    this.#transport = new Transport({
+      server: this.server,
+      timeoutMs: conn.timeoutMs,
+      proxy: conn.proxy,
+      tls: conn.tls,
     });
+    const { proxy, variable } = this.#transport.route;
+    if (proxy) log.info("GMS is reached through a proxy", { proxy, from: variable });
+  }
+
+  /**
+   * Told every secret the connection holds or comes to hold (a token read from token_file, a
+   * proxy password), so that the agent masks them; assigning it reports the current ones.
+   */
+  set onSecret(fn: (name: string, value: string) => void) {
+    this.#onSecret = fn;
+    for (const [name, value] of this.#transport.secrets) fn(name, value);
+    if (this.#tokenFile) fn("datahub.token_file", this.#tokenFile.token);
+  }
+
+  /** The proxy GMS is reached through (user info hidden) and who set it; {} = direct. */
+  get route(): Transport["route"] {
+    return this.#transport.route;
+  }
+
+  /** The request headers with the current credentials. */
+  async #withAuth(headers: Record<string, string>): Promise<Record<string, string>> {
+    if (!this.#tokenFile) return headers;
+    return { ...headers, authorization: `Bearer ${await this.#tokenFile.current()}` };
+  }
+
+  /** After a 401: whether the token file holds a new token (then the request is sent again). */
+  async #rotated(status: number): Promise<boolean> {
+    return status === 401 && this.#tokenFile !== undefined && await this.#tokenFile.reread();
+  }
+
+  /** A network failure as a GmsError (transport.ts names TLS and proxy problems). */
+  failure(operation: string, err: unknown): GmsError {
+    return this.#transport.failure(operation, err);
   }
 
   /** Sends a JSON request; resolves for 2xx, throws GmsError otherwise. */
@@ -88,11 +148,11 @@ export class GmsHttp {
     for (const [k, v] of Object.entries(options.query ?? {})) {
       for (const item of Array.isArray(v) ? v : [v]) url.searchParams.append(k, item);
     }
-    const headers: Record<string, string> = { ...this.#headers, ...options.headers };
+    const base: Record<string, string> = { ...this.#headers, ...options.headers };
     let payload: string | undefined;
     if (options.body !== undefined) {
       payload = JSON.stringify(options.body);
-      headers["content-type"] = "application/json";
+      base["content-type"] = "application/json";
     }
     const started = performance.now();
     const done = (status: number | undefined, code: string) => {
@@ -100,26 +160,27 @@ export class GmsHttp {
       metrics.gmsRequest(operation, code, (performance.now() - started) / 1000);
     };
     let res;
-    try {
-      res = await request(url, {
-        method: method as "GET",
-        headers,
-        body: payload,
-        dispatcher: this.#dispatcher,
-        signal: AbortSignal.timeout(this.#timeoutMs),
-      });
-    } catch (err) {
-      const e = networkError(operation, err, this.#timeoutMs);
-      done(undefined, e.code.toLowerCase());
-      throw e;
-    }
     let text: string;
-    try {
-      text = await res.body.text();
-    } catch (err) {
-      const e = networkError(operation, err, this.#timeoutMs);
-      done(undefined, e.code.toLowerCase());
-      throw e;
+    for (let attempt = 0;; attempt++) {
+      try {
+        const signal = AbortSignal.timeout(this.#timeoutMs);
+        res = await withDeadline(
+          request(url, {
+            method: method as "GET",
+            headers: await this.#withAuth(base),
+            body: payload,
+            dispatcher: this.#transport.dispatcher,
+            signal,
+          }),
+          signal,
+        );
+        text = await res.body.text();
+      } catch (err) {
+        const e = this.failure(operation, err);
+        done(undefined, e.code.toLowerCase());
+        throw e;
+      }
+      if (attempt > 0 || !await this.#rotated(res.statusCode)) break;
     }
     let body: unknown = undefined;
     if (text) {
@@ -145,23 +206,30 @@ export class GmsHttp {
     );
   }
 
-  /** A fetch bound to this pool and these headers, for graphql-request. */
-  readonly fetch = (input: string | URL | Request, init?: RequestInit): Promise<Response> => {
-    const headers: Record<string, string> = { ...this.#headers };
-    new Headers(init?.headers).forEach((v, k) => headers[k] = v);
-    return undiciFetch(input as string, {
-      ...(init as object),
-      headers,
-      dispatcher: this.#dispatcher,
-      signal: AbortSignal.timeout(this.#timeoutMs),
-    }).then((res) => {
+  /** A fetch bound to this pool and these headers, for graphql-request (bodies are strings). */
+  readonly fetch = async (input: string | URL | Request, init?: RequestInit): Promise<Response> => {
+    const base: Record<string, string> = { ...this.#headers };
+    new Headers(init?.headers).forEach((v, k) => base[k] = v);
+    const send = async () =>
+      await undiciFetch(input as string, {
+        ...(init as object),
+        headers: await this.#withAuth(base),
+        dispatcher: this.#transport.dispatcher,
+        signal: AbortSignal.timeout(this.#timeoutMs),
+      });
+    try {
+      let res = await send();
+      if (await this.#rotated(res.status)) {
+        await res.body?.cancel();
+        res = await send();
+      }
       this.#observeDate(res.headers.get("date") ?? undefined);
       this.onExchange(exchangeOutcome(res.status));
-      return res;
-    }, (err) => {
+      return res as unknown as Response;
+    } catch (err) {
       this.onExchange("failed");
       throw err;
-    }) as unknown as Promise<Response>;
+    }
   };
 
   /**
@@ -189,40 +257,28 @@ export class GmsHttp {
   }
 
   async close(): Promise<void> {
-    await this.#dispatcher.close();
+    await this.#transport.close();
   }
 }
 
-const TIMEOUT_CODES = new Set([
-  "UND_ERR_CONNECT_TIMEOUT",
-  "UND_ERR_HEADERS_TIMEOUT",
-  "UND_ERR_BODY_TIMEOUT",
-  "ETIMEDOUT",
-]);
-
-/** Classifies a thrown network error (undici, fetch TypeError with cause, abort). */
-export function networkError(operation: string, err: unknown, timeoutMs: number): GmsError {
-  let e: unknown = err;
-  // fetch wraps the real error: TypeError("fetch failed", {cause})
-  while (e instanceof Error && e.cause instanceof Error && !(e as { code?: string }).code) {
-    e = e.cause;
-  }
-  const code = (e as { code?: string } | undefined)?.code;
-  const name = (e as { name?: string } | undefined)?.name;
-  if ((code && TIMEOUT_CODES.has(code)) || name === "TimeoutError" || name === "AbortError") {
-    return new GmsError("GMS_TIMEOUT", operation, `GMS did not answer within ${timeoutMs}ms`, {
-      cause: err,
-    });
-  }
-  const detail = e instanceof Error ? e.message : String(e);
-  return new GmsError(
-    "GMS_UNREACHABLE",
-    operation,
-    `cannot reach GMS: ${code ? `${code} ` : ""}${detail}`,
-    {
-      cause: err,
-    },
-  );
+/**
+ * The request, or the signal's reason when it fires first: undici's proxy tunnel does not watch
+ * the signal while it waits for the proxy. A request that answers later is drained.
+ */
+function withDeadline<T extends { body: { dump(): Promise<void> } }>(
+  pending: Promise<T>,
+  signal: AbortSignal,
+): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  let onAbort = () => {};
+  const aborted = new Promise<never>((_, reject) => {
+    onAbort = () => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
+  return Promise.race([pending, aborted]).finally(() => {
+    signal.removeEventListener("abort", onAbort);
+    if (signal.aborted) pending.then((res) => res.body.dump(), () => {});
+  });
 }
 
 function describeHttpFailure(status: number, body: unknown): string {
@@ -240,7 +296,7 @@ function describeHttpFailure(status: number, body: unknown): string {
 /** The fix for a refusal of the agent's credentials (401/403), as a parenthesis; else "". */
 export function authHint(status: number | undefined): string {
   return status === 401
-    ? " (check datahub.token or the system client credentials)"
+    ? " (check datahub.token or datahub.token_file, or the system client credentials)"
     : status === 403
     ? " (the credentials lack a privilege; ingest-agent needs to read and write execution requests and read secrets: use system client credentials or a token with Manage Ingestion and Manage Secrets)"
     : "";

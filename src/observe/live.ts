@@ -54,6 +54,7 @@ export class LiveState {
   #gmsOk = false;
   #unauthorized = false;
   #runtimeProblem: string | undefined;
+  #admissionBlocked: string | undefined;
   #gmsInfo: () => { version?: string; discovery?: string } = () => ({});
   #outboxPending: () => number = () => 0;
 
@@ -116,6 +117,14 @@ export class LiveState {
   /** Why runs cannot start on this host (the datahub CLI is missing…), or undefined. */
   runtime(problem: string | undefined): void {
     this.#runtimeProblem = problem;
+  }
+
+  /**
+   * Why no new run starts now although the agent could run one (the host's MemAvailable is below
+   * agent.min_available_memory), or undefined. Shown on /status; /readyz stays as it is.
+   */
+  admission(blocked: string | undefined): void {
+    this.#admissionBlocked = blocked;
   }
 
   draining(): void {
@@ -198,6 +207,8 @@ export class LiveState {
         discovery: this.#gmsInfo().discovery ?? null,
       },
       outbox: { pending: this.#outboxPending() },
+      // Why nothing is claimed now (the runtime problem of /readyz, or too little memory).
+      admission: { blocked: this.#runtimeProblem ?? this.#admissionBlocked ?? null },
       warnings: this.#o.warnings ?? [],
     };
   }

@@ -53,3 +53,20 @@ Deno.test("live: ready after an answer; two failures → gms_unreachable; one 40
   state.draining();
   assert.equal((state.readiness() as { reason: string }).reason, "draining");
 });
+
+Deno.test("live: a memory admission block is on /status (admission.blocked), not on /readyz", () => {
+  const { state } = live();
+  state.gmsExchange("ok");
+  assert.deepEqual(state.status().admission, { blocked: null });
+  state.admission("the host's MemAvailable (1.0 GiB) is below agent.min_available_memory");
+  assert.deepEqual(state.readiness(), { ready: true });
+  assert.match(
+    (state.status().admission as { blocked: string }).blocked,
+    /min_available_memory/,
+  );
+  state.runtime("ingestion.datahub_command: cannot start 'datahub': not found");
+  assert.match((state.status().admission as { blocked: string }).blocked, /datahub_command/);
+  state.runtime(undefined);
+  state.admission(undefined);
+  assert.deepEqual(state.status().admission, { blocked: null });
+});

@@ -16,8 +16,8 @@
  *     between queueing the result and removing the entry);
  *   - a fenced run gets nothing (the result is not ours any more);
  *   - otherwise the outcome captured in the journal: exit status, or the cancel reason (user →
- *     CANCELLED, timeout → TIMEOUT, shutdown / lost lease → ABORTED), else ABORTED ("agent
- *     restarted; run interrupted").
+ *     CANCELLED, timeout → TIMEOUT, shutdown / lost lease → ABORTED, memory → FAILURE), else
+ *     ABORTED ("agent restarted; run interrupted").
  * Results go through the outbox, which writes only if the request is still RUNNING and ours.
  */
 import { readFile } from "node:fs/promises";
@@ -26,6 +26,7 @@ import type { GmsApi } from "../gms/client.ts";
 import { type Identity, isOurs, ownerLine } from "../identity.ts";
 import { type AdoptedRun, isAdoptable } from "../run/execution.ts";
 import { removeRunFiles } from "../run/finish.ts";
+import { formatBytes, peakNote } from "../run/memory.ts";
 import { readExitStatus } from "../run/process.ts";
 import { RUN_MARKER_ENV } from "../run/prepare.ts";
 import type { Logger } from "../observe/log.ts";
@@ -165,6 +166,13 @@ export function recoveredStatus(run: RunRecord): { status: TerminalStatus; messa
         status: "ABORTED",
         message: `${how} It was stopped because its lease on GMS was lost.`,
       };
+    case "memory": {
+      const peak = run.peakRssBytes ? ` (peak ${formatBytes(run.peakRssBytes)})` : "";
+      return {
+        status: "FAILURE",
+        message: `${how} It had exceeded agent.run_memory_limit${peak} and was stopped.`,
+      };
+    }
   }
   if (!run.exit) {
     return { status: "ABORTED", message: `${how} The run's outcome is unknown: run it again.` };
@@ -190,11 +198,15 @@ async function recoveredResult(
     await readFile(path.join(run.runDir, "run.log"), "utf8").then((t) => t.slice(-200_000))
       .catch(() => ""),
   );
+  const peak = peakNote(run.peakRssBytes);
   const report = redactor.mask(summaryText({
     task: run.task,
     status,
     execId: run.id,
-    notes: [{ at: now, level: status === "SUCCESS" ? "INFO" : "ERROR", message }],
+    notes: [
+      { at: now, level: status === "SUCCESS" ? "INFO" : "ERROR", message },
+      ...(peak ? [{ at: now, level: "INFO" as const, message: peak }] : []),
+    ],
     structured,
     logs,
   }));

@@ -204,6 +204,9 @@ Deno.test("recoveredStatus: exit with a cancel keeps the cancel; signal exits ar
     "FAILURE",
   );
   assert.match(recoveredStatus({ ...base, exit: exit0 }).message, /exit code 0/);
+  const memory = recoveredStatus({ ...base, cancel: "memory", peakRssBytes: 300 * 1024 ** 2 });
+  assert.equal(memory.status, "FAILURE");
+  assert.match(memory.message, /exceeded agent\.run_memory_limit \(peak 300\.0 MiB\)/);
 });
 
 Deno.test("recoverRuns: a fenced run → nothing submitted, journal entry removed", async () => {

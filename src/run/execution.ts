@@ -28,33 +28,51 @@ export function runFiles(runDir: string): RunFiles {
   return { output: path.join(runDir, "output.raw"), status: path.join(runDir, "exit.status") };
 }
 
-/** Starts the prepared CLI in `runDir`, its output going to `runLog`. */
+/** A run's timeout: its deadline on the wall clock, and the limit's name for the report. */
+export interface RunLimits {
+  deadlineMs: number;
+  timeoutLimit: string;
+}
+
+/** The timeout of a run of source type `type` starting now. */
+export function runLimits(config: AgentConfig, type: string, now = Date.now()): RunLimits {
+  const own = config.ingestion.timeoutsMs[type];
+  const timeoutMs = own ?? config.ingestion.taskTimeoutMs;
+  const limitName = own !== undefined ? `ingestion.timeouts.${type}` : "ingestion.task_timeout";
+  return { deadlineMs: now + timeoutMs, timeoutLimit: `${limitName} (${timeoutMs}ms)` };
+}
+
+/**
+ * Starts the prepared CLI in `runDir`, its output going to `runLog`. The run's hold on its
+ * environment (venv runtime) moves to the CLI's group leader, or is released if it cannot start.
+ */
 export async function startCli(o: {
-  config: AgentConfig;
   prepared: PreparedRun;
   runDir: string;
   runLog: RunLog;
   notes: readonly Note[];
 }): Promise<{ proc: RunProcess; adoptable: Adoptable }> {
-  const { config, prepared, runDir, runLog } = o;
+  const { prepared, runDir, runLog } = o;
   const files = runFiles(runDir);
-  const proc = await RunProcess.start(
-    { command: prepared.command, args: prepared.args, cwd: runDir, env: prepared.env },
-    files,
-    (line) => runLog.add(line),
-    runLog.backpressure,
-  );
-  const type = prepared.sourceType;
-  const own = config.ingestion.timeoutsMs[type];
-  const timeoutMs = own ?? config.ingestion.taskTimeoutMs;
-  const limitName = own !== undefined ? `ingestion.timeouts.${type}` : "ingestion.task_timeout";
+  let proc: RunProcess;
+  try {
+    proc = await RunProcess.start(
+      { command: prepared.command, args: prepared.args, cwd: runDir, env: prepared.env },
+      files,
+      (line) => runLog.add(line),
+      runLog.backpressure,
+    );
+  } catch (err) {
+    await prepared.use?.release().catch(() => {});
+    throw err;
+  }
+  await prepared.use?.started(proc.pid, proc.startTime).catch(() => {});
   return {
     proc,
     adoptable: {
       ...files,
-      sourceType: type,
-      deadlineMs: Date.now() + timeoutMs,
-      timeoutLimit: `${limitName} (${timeoutMs}ms)`,
+      sourceType: prepared.sourceType,
+      ...prepared.limits,
       notes: [...o.notes],
     },
   };

@@ -6,11 +6,19 @@ import { readFile, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import type { ResultValue, TerminalStatus } from "../request.ts";
 import type { ProcessExit } from "./process.ts";
+import { memoryExceededNote, peakNote } from "./memory.ts";
 import type { RunLog } from "./run_log.ts";
 import { type Note, summaryText, terminalResult } from "./summary.ts";
 
 /** Why a run was stopped before it ended by itself. Values appear in reports: keep them stable. */
-export type CancelReason = "user" | "timeout" | "shutdown" | "fenced" | "lease" | "duplicate";
+export type CancelReason =
+  | "user"
+  | "timeout"
+  | "shutdown"
+  | "fenced"
+  | "lease"
+  | "duplicate"
+  | "memory";
 
 /** How a cancelled run ends. */
 export function cancelStatus(cancel: CancelReason | undefined): TerminalStatus | undefined {
@@ -24,6 +32,8 @@ export function cancelStatus(cancel: CancelReason | undefined): TerminalStatus |
       return "ABORTED";
     case "duplicate":
       return "DUPLICATE";
+    case "memory":
+      return "FAILURE";
     default:
       return undefined;
   }
@@ -38,6 +48,14 @@ export interface CancelDetails {
   timeoutLimit?: string;
   /** How long GMS had not accepted a heartbeat when the lease was lost. */
   leaseLostAfterMs?: number;
+  /** agent.run_memory_limit and the run's peak (memory.ts), for a run stopped for memory. */
+  memory?: { limitBytes: number; peakBytes: number } | undefined;
+}
+
+/** "by <actor> at <time>" of a cancel, as the report says it. */
+export function cancelledBy(by: string | undefined, at: number | undefined): string {
+  return [by ? `by ${by}` : "", at ? `at ${new Date(at).toISOString()}` : ""].filter(Boolean)
+    .join(" ");
 }
 
 /** The status of a run that exited, with the report's note(s) about it. */
@@ -58,6 +76,8 @@ export function exitOutcome(
       note("ERROR", `The run exceeded ${d.timeoutLimit} and was stopped`);
     } else if (d.cancel === "lease") {
       note("ERROR", leaseLostNote(d.leaseLostAfterMs));
+    } else if (d.cancel === "memory") {
+      note("ERROR", memoryExceededNote(d.memory));
     } else {
       note("ERROR", "The run was stopped because the agent is shutting down");
     }
@@ -90,10 +110,8 @@ export function exitOutcome(
 }
 
 export interface TerminalInput {
-  task: string;
-  id: string;
   status: TerminalStatus;
-  startTimeMs: number;
+  /** The report's notes so far; the ones added here are masked with `mask`. */
   notes: Note[];
   runLog: RunLog | undefined;
   /** `host:path` of run.log, for the report. */
@@ -101,20 +119,30 @@ export interface TerminalInput {
   structured: string | undefined;
   reportFileText: string | undefined;
   mask: (text: string) => string;
-  note(level: Note["level"], message: string): void;
+  /** The run's peak memory (memory.ts), when measured. */
+  peakRssBytes?: number | undefined;
+  /** The Environment Setup section (runtime.ts), masked already. */
+  setup?: string | undefined;
 }
 
 /** The terminal result value of a run. */
-export async function terminalValue(t: TerminalInput): Promise<ResultValue> {
+export async function terminalValue(
+  run: { task: string; id: string; startTimeMs: number },
+  t: TerminalInput,
+): Promise<ResultValue> {
+  const note = (level: Note["level"], message: string) =>
+    t.notes.push({ at: Date.now(), level, message: t.mask(message) });
   await t.runLog?.close();
   let logs = t.runLog ? t.runLog.text() : "";
   if (t.reportFileText !== undefined) {
-    t.note("ERROR", "The CLI's report file is not JSON; its text is kept in the logs below");
+    note("ERROR", "The CLI's report file is not JSON; its text is kept in the logs below");
     logs += `\n~~~~ Report file (not JSON) ~~~~\n${t.mask(t.reportFileText)}`;
   }
+  const peak = peakNote(t.peakRssBytes);
+  if (peak) note("INFO", peak);
   if (t.runLog) {
     const where = t.runLogAt;
-    t.note(
+    note(
       "INFO",
       t.runLog.omitted > 0
         ? `${t.runLog.omitted} log lines are omitted below; the full log is kept at ${where}`
@@ -123,40 +151,49 @@ export async function terminalValue(t: TerminalInput): Promise<ResultValue> {
   }
   const maskedStructured = t.structured === undefined ? undefined : t.mask(t.structured);
   const summary = t.mask(summaryText({
-    task: t.task,
+    task: run.task,
     status: t.status,
-    execId: t.id,
+    execId: run.id,
     notes: t.notes,
+    setup: t.setup,
     structured: maskedStructured,
     logs,
   }));
   return terminalResult({
-    task: t.task,
+    task: run.task,
     status: t.status,
-    execId: t.id,
-    startTimeMs: t.startTimeMs,
+    execId: run.id,
+    startTimeMs: run.startTimeMs,
     report: summary,
     structured: maskedStructured,
   });
 }
 
-/** What a run stopped for lack of a lease says. */
-/** The note of a run stopped before its CLI started, when the reason needs one. */
+/**
+ * The note of a run stopped before its CLI started (while it was prepared, its environment
+ * built): the one a run stopped while its CLI ran gets, or the duplicate's.
+ */
 export function stoppedNote(d: CancelDetails): Note | undefined {
   const at = Date.now();
-  if (d.cancel === "lease") {
-    return { at, level: "ERROR", message: leaseLostNote(d.leaseLostAfterMs) };
+  if (d.cancel === "duplicate") {
+    return {
+      at,
+      level: "INFO",
+      message:
+        `Not run: ${d.cancelledBy?.replace(/^by /, "")} of the same ingestion source was claimed ` +
+        "at the same time and runs (the older request, or the one claimed first, wins)",
+    };
   }
-  if (d.cancel !== "duplicate") return undefined;
-  return {
-    at,
-    level: "INFO",
-    message:
-      `Not run: ${d.cancelledBy?.replace(/^by /, "")} of the same ingestion source was claimed ` +
-      "at the same time and runs (the older request, or the one claimed first, wins)",
-  };
+  let note: Note | undefined;
+  if (cancelStatus(d.cancel)) {
+    exitOutcome("", { code: null, signal: null }, d, (level, message) => {
+      note ??= { at, level, message };
+    });
+  }
+  return note;
 }
 
+/** What a run stopped for lack of a lease says. */
 export function leaseLostNote(afterMs: number | undefined): string {
   const after = afterMs === undefined ? "" : ` for ${Math.round(afterMs / 1000)} s`;
   return `GMS did not accept a heartbeat${after}, longer than the lease (agent.lease_ttl) allows, so the run was stopped: ` +
@@ -232,6 +269,23 @@ export async function cleanupRunDir(runDir: string): Promise<void> {
   await removeRunFiles(runDir);
   const kept = await stat(path.join(runDir, "run.log")).catch(() => undefined);
   if (!kept) await rm(runDir, { recursive: true, force: true }).catch(() => {});
+}
+
+/** The fields of the agent's "run finished" line. */
+export function finishedFields(
+  status: TerminalStatus,
+  value: ResultValue,
+  cancel: CancelReason | undefined,
+  notes: readonly Note[],
+  peakRssBytes: number | undefined,
+): Record<string, unknown> {
+  return {
+    status,
+    duration_ms: value.durationMs,
+    cancel_reason: cancel,
+    reason: status === "SUCCESS" ? undefined : failureReason(notes),
+    peak_rss_bytes: peakRssBytes || undefined,
+  };
 }
 
 /** Why a run did not succeed, in one line for the agent's log: its last error note (masked). */

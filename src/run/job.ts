@@ -26,11 +26,12 @@ import type { Outbox } from "../state/outbox.ts";
 import type { RunRecord, StateDir } from "../state/state_dir.ts";
 import { longTimeout } from "../timers.ts";
 import {
+  cancelledBy,
   type CancelReason,
   cancelStatus,
   cleanupRunDir,
   exitOutcome,
-  failureReason,
+  finishedFields,
   progressReport,
   readReportFile,
   removeRunFiles,
@@ -39,6 +40,8 @@ import {
 } from "./finish.ts";
 import { prepareRun, runDirName } from "./prepare.ts";
 import { type AdoptedRun, attachCli, startCli } from "./execution.ts";
+import { MemoryWatch } from "./memory.ts";
+import type { GroupChild } from "./installer.ts";
 import type { ProcessExit, RunProcess } from "./process.ts";
 import { Redactor } from "./redact.ts";
 import { heartbeatLoop, Reporter } from "./reporter.ts";
@@ -85,7 +88,7 @@ export class Job {
   readonly #log: Logger;
   #cancel: CancelReason | undefined;
   #cancelledBy: string | undefined;
-  #process: RunProcess | undefined;
+  #process: GroupChild | undefined;
   #runLog: RunLog | undefined;
   #timeoutLimit: string | undefined;
   /** Set when the CLI exited: a cancel after that changes nothing. */
@@ -93,6 +96,7 @@ export class Job {
   #status: TerminalStatus | undefined;
   #sourceType: string | undefined;
   #leaseLostAfterMs: number | undefined;
+  #memory: MemoryWatch | undefined;
   readonly #runDir: string;
   readonly #token: string;
   #record: RunRecord;
@@ -117,15 +121,12 @@ export class Job {
     this.#log = deps.log.with({ urn: this.urn, task: this.task });
     this.#runDir = path.join(deps.config.agent.workDir, runDirName(this.id));
     this.#token = claimed.token;
+    // gms, identity, log; token, startTimeMs, version (of the claim).
     this.#reporter = new Reporter({
-      gms: deps.gms,
+      ...deps,
+      ...claimed,
       urn: this.urn,
-      identity: deps.identity,
-      token: claimed.token,
-      startTimeMs: claimed.startTimeMs,
-      version: claimed.version,
       leaseTtlMs: deps.config.agent.leaseTtlMs,
-      log: deps.log,
     });
     this.#adopted = adopted;
     this.#sourceType = adopted?.adoptable.sourceType;
@@ -170,9 +171,7 @@ export class Job {
     this.#cancel = reason;
     // Journaled, so that a restart reports the run as what it was stopped for.
     this.#journal({ cancel: reason });
-    this.#cancelledBy = [by ? `by ${by}` : "", at ? `at ${new Date(at).toISOString()}` : ""].filter(
-      Boolean,
-    ).join(" ");
+    this.#cancelledBy = cancelledBy(by, at);
     this.#log.info("cancelling run", { reason, by });
     void this.#process?.stop(this.#deps.config.agent.cancelGraceMs);
   }
@@ -196,6 +195,7 @@ export class Job {
       cancelledBy: this.#cancelledBy,
       timeoutLimit: this.#timeoutLimit,
       leaseLostAfterMs: this.#leaseLostAfterMs,
+      memory: this.#memory?.summary(),
     };
   }
 
@@ -225,7 +225,13 @@ export class Job {
       beats = heartbeatLoop({
         reporter: this.#reporter,
         intervalMs: this.#deps.config.agent.heartbeatIntervalMs,
-        report: () => this.#progressReport(),
+        report: () =>
+          progressReport({
+            owner: ownerLine(this.#deps.identity),
+            runLog: this.#runLog,
+            lastLineAt: this.#runLog?.lastLineAt ?? this.startTimeMs,
+            staleAfterMs: this.#deps.config.ingestion.staleOutputMs,
+          }),
         onFenced: () => this.cancel("fenced"),
         onLeaseLost: (ms) => {
           this.#leaseLostAfterMs = ms;
@@ -285,6 +291,9 @@ export class Job {
       note: (level, message) => this.#note(level, message),
       journalMasks: (masks) => this.#journal({ masks }),
       cancelled: () => this.#cancel !== undefined,
+      setup: (section) => this.#journal({ setup: this.#mask(section) }),
+      child: (child) => (this.#process = child),
+      timedOut: (limit) => (this.#timeoutLimit = limit) && this.cancel("timeout"),
     });
     if (!prepared) return undefined;
     const { command: cli, args: argv, sourceType: type, debug } = prepared;
@@ -292,7 +301,6 @@ export class Job {
     this.#runLog = new RunLog({ file: path.join(runDir, "run.log"), redact: this.#mask });
     this.#note("INFO", `Running: ${path.basename(cli)} ${argv.join(" ")}`);
     const { proc, adoptable } = await startCli({
-      config,
       prepared,
       runDir,
       runLog: this.#runLog,
@@ -322,6 +330,11 @@ export class Job {
   ): Promise<ProcessExit> {
     this.#process = proc;
     if (this.#cancel) void proc.stop(this.#deps.config.agent.cancelGraceMs);
+    const memory = this.#memory = new MemoryWatch(proc.pid, this.#deps.config.agent, this.#log, {
+      peakBytes: this.#record.peakRssBytes,
+      onExceed: () => this.cancel("memory"),
+      onPeak: (peakRssBytes) => this.#journal({ peakRssBytes }),
+    });
     const timer = longTimeout(() => {
       this.#timeoutLimit = limits.timeoutLimit;
       this.cancel("timeout");
@@ -337,16 +350,8 @@ export class Job {
       return exit;
     } finally {
       timer.clear();
+      memory.stop();
     }
-  }
-
-  #progressReport(): string {
-    return progressReport({
-      owner: ownerLine(this.#deps.identity),
-      runLog: this.#runLog,
-      lastLineAt: this.#runLog?.lastLineAt ?? this.startTimeMs,
-      staleAfterMs: this.#deps.config.ingestion.staleOutputMs,
-    });
   }
 
   async #finish(
@@ -359,19 +364,17 @@ export class Job {
       await this.#deps.state.removeRun(this.id);
       return;
     }
-    await this.#runLog?.close();
-    const value = await terminalValue({
-      task: this.task,
-      id: this.id,
+    const peak = this.#memory?.peakBytes;
+    const value = await terminalValue(this, {
       status,
-      startTimeMs: this.startTimeMs,
       notes: this.#notes,
       runLog: this.#runLog,
       runLogAt: `${this.#deps.identity.host}:${path.join(this.#runDir, "run.log")}`,
       structured,
       reportFileText,
       mask: this.#mask,
-      note: (level, message) => this.#note(level, message),
+      peakRssBytes: peak,
+      setup: this.#record.setup,
     });
     this.#reporter.close();
     const { delivery } = await this.#deps.outbox.submit({
@@ -385,12 +388,7 @@ export class Job {
     });
     await this.#deps.state.removeRun(this.id);
     this.#status = status;
-    this.#log.info("run finished", {
-      status,
-      duration_ms: value.durationMs,
-      cancel_reason: this.#cancel,
-      reason: status === "SUCCESS" ? undefined : failureReason(this.#notes),
-    });
+    this.#log.info("run finished", finishedFields(status, value, this.#cancel, this.#notes, peak));
     void delivery.then((outcome) => {
       if (outcome === "delivered") this.#log.debug("result delivered", { status });
     });

@@ -8,6 +8,7 @@
 import { writeFile } from "node:fs/promises";
 import path from "node:path";
 import type { AgentConfig } from "../config/config.ts";
+import { readTokenFile } from "../config/files.ts";
 import { AgentError } from "../errors.ts";
 import type { GmsApi } from "../gms/client.ts";
 import type { RequestInput } from "../request.ts";
@@ -21,9 +22,16 @@ import {
   withRunId,
 } from "./recipe.ts";
 import { MIN_SECRET_LENGTH, type Redactor } from "./redact.ts";
+import { type RunLimits, runLimits } from "./execution.ts";
+import type { GroupChild } from "./installer.ts";
+import { checkRequest } from "./policy.ts";
 import { credentialVariables, envSecretRefusal, runEnvironment } from "./run_env.ts";
+import { indexCredentials, resolveRuntime, withDeadline } from "./runtime.ts";
 import { resolveSecrets } from "./secrets.ts";
 import type { Note } from "./summary.ts";
+import type { EnvUse } from "./venv.ts";
+
+export { parseJsonList } from "./policy.ts";
 
 /** Set in every CLI's environment (value: the claim's token), so that recovery can find a run's
  * processes even when the agent died before it journaled the process group. */
@@ -50,6 +58,12 @@ export interface PrepareContext {
   journalMasks(masks: string[]): void;
   /** Whether the run was cancelled meanwhile (then nothing is written and nothing starts). */
   cancelled(): boolean;
+  /** The report's Environment Setup section (runtime.ts), raw. */
+  setup(section: string): void;
+  /** The installer's process group while one runs (a cancel stops it), then undefined. */
+  child(c: GroupChild | undefined): void;
+  /** The run's timeout passed during the environment setup (the limit's name). */
+  timedOut(limit: string): void;
 }
 
 /** What starting the CLI needs. */
@@ -59,6 +73,10 @@ export interface PreparedRun {
   env: Record<string, string>;
   sourceType: string;
   debug: boolean;
+  /** The run's timeout, counted from the preparation (environment setup included). */
+  limits: RunLimits;
+  /** The run's hold on a cached environment (venv runtime; execution.ts moves it to the CLI). */
+  use?: EnvUse | undefined;
 }
 
 /** Prepares the run; undefined when it was cancelled before anything was written. */
@@ -73,6 +91,10 @@ export async function prepareRun(c: PrepareContext): Promise<PreparedRun | undef
   const args = c.input.args;
   const recipe = parseRecipe(args.recipe ?? "");
   const type = sourceType(recipe);
+  const extraEnv = parseExtraEnv(args.extra_env_vars);
+  // The policy first: a refused request installs nothing and resolves no secret (policy.ts).
+  const request = checkRequest(config, type, args, extraEnv);
+  const limits = runLimits(config, type);
   const names = secretNames(recipe);
   const withheld = credentialVariables(c.env, config.datahub);
   const prefix = config.ingestion.envSecretsPrefix;
@@ -94,26 +116,15 @@ export async function prepareRun(c: PrepareContext): Promise<PreparedRun | undef
       `Secret '${name}' is shorter than ${MIN_SECRET_LENGTH} characters, so it is not masked in logs and reports`,
     );
   }
-  const extraEnv = parseExtraEnv(args.extra_env_vars);
   // extra_env_vars often carry credentials (AWS keys, passwords): masked like secrets.
   for (const [name, value] of Object.entries(extraEnv)) {
     c.runRedactor.add(`extra_env_vars.${name}`, value);
   }
+  for (const secret of indexCredentials(config, c.env)) c.runRedactor.add("index", secret);
   c.agentRedactor.addAll(c.runRedactor);
   // Journaled (0600, removed with the run) so that an agent restarted after a crash can still
   // mask this run's secrets in what it reports.
   c.journalMasks(c.runRedactor.patterns());
-  for (const key of ["extra_pip_requirements", "extra_pip_plugins"] as const) {
-    const list = parseJsonList(key, args[key]);
-    if (list.length > 0) {
-      c.note(
-        "INFO",
-        `${key} ${
-          JSON.stringify(list)
-        } ignored: the preinstalled runtime uses the installed datahub CLI as is`,
-      );
-    }
-  }
   if (c.cancelled()) return undefined;
 
   const finalRecipe = withRunId(substituteSecrets(recipe, secrets.values), c.id);
@@ -123,7 +134,20 @@ export async function prepareRun(c: PrepareContext): Promise<PreparedRun | undef
   await writeFile(recipePath, JSON.stringify(finalRecipe), { mode: 0o600, flag: "wx" });
 
   const debug = /^true$/i.test(args.debug_mode ?? args.debugMode ?? "");
-  const cli = config.ingestion.datahubCommand;
+  // The runtime's CLI: may build an environment (minutes), under the run's timeout and cancel.
+  const runtime = await withDeadline(limits, c.timedOut, () =>
+    resolveRuntime(request, {
+      config,
+      env: c.env,
+      runId: c.id,
+      marker: { name: RUN_MARKER_ENV, value: c.token },
+      note: c.note,
+      setup: c.setup,
+      child: c.child,
+      cancelled: c.cancelled,
+    }));
+  if (!runtime) return undefined;
+  const cli = runtime.command;
   const argv = c.task === "TEST_CONNECTION"
     ? ["ingest", "-c", recipePath, "--test-source-connection", "--report-to", reportPath]
     : [
@@ -138,17 +162,23 @@ export async function prepareRun(c: PrepareContext): Promise<PreparedRun | undef
   const env = runEnvironment(c.env, {
     passEnv: config.ingestion.passEnv,
     extra: extraEnv,
-    ...(hasSink(recipe) ? {} : { gms: gmsEnv(config, c.note) }),
+    ...(hasSink(recipe) ? {} : { gms: gmsEnv(config, c.note, currentToken(config, c)) }),
     withheld,
+    trust: { caFile: config.datahub.tls.caFile, proxy: config.datahub.proxy },
     marker: { name: RUN_MARKER_ENV, value: c.token },
   });
-  return { command: cli, args: argv, env, sourceType: type, debug };
+  if (runtime.venv) {
+    env.PATH = [runtime.venv.bin, env.PATH].filter(Boolean).join(path.delimiter);
+    env.VIRTUAL_ENV = runtime.venv.dir;
+  }
+  return { command: cli, args: argv, env, sourceType: type, debug, limits, use: runtime.use };
 }
 
 /** Environment for a sink-less recipe: the CLI's default datahub-rest sink needs GMS and credentials. */
 export function gmsEnv(
   config: AgentConfig,
   note: (level: Note["level"], message: string) => void,
+  token = config.datahub.token,
 ): Record<string, string> {
   const { datahub } = config;
   const env: Record<string, string> = { DATAHUB_GMS_URL: datahub.server };
@@ -156,12 +186,27 @@ export function gmsEnv(
     env.DATAHUB_SYSTEM_CLIENT_ID = datahub.systemClientId;
     env.DATAHUB_SYSTEM_CLIENT_SECRET = datahub.systemClientSecret;
   }
-  if (datahub.token) env.DATAHUB_GMS_TOKEN = datahub.token;
+  if (token) env.DATAHUB_GMS_TOKEN = token;
   note(
     "INFO",
     "The recipe has no sink: the CLI's default datahub-rest sink writes to this agent's GMS",
   );
   return env;
+}
+
+/**
+ * The token a CLI starting now gets: datahub.token_file as it reads now (masked from here on), or
+ * the token read at start when the file cannot be read (the agent's log says why).
+ */
+function currentToken(config: AgentConfig, c: Pick<PrepareContext, "agentRedactor">): string {
+  if (!config.datahub.tokenFile) return config.datahub.token;
+  try {
+    const token = readTokenFile(config.datahub.tokenFile);
+    c.agentRedactor.add("datahub.token_file", token);
+    return token;
+  } catch {
+    return config.datahub.token;
+  }
 }
 
 /** The run directory's name under work_dir. */
@@ -202,17 +247,4 @@ export function parseExtraEnv(raw: string | undefined): Record<string, string> {
       : JSON.stringify(v);
   }
   return env;
-}
-
-/** `extra_pip_requirements` / `extra_pip_plugins`: a JSON array string; "" means none. */
-export function parseJsonList(name: string, raw: string | undefined): string[] {
-  if (!raw || !raw.trim()) return [];
-  try {
-    const parsed = JSON.parse(raw);
-    if (Array.isArray(parsed)) return parsed.map(String);
-  } catch { /* reported below */ }
-  throw new AgentError(
-    "ARGUMENT_INVALID",
-    `${name} must be a JSON array of strings such as ["name==1.0"]`,
-  );
 }

@@ -7,6 +7,8 @@
  *   - PATH, HOME, USER, LOGNAME, SHELL, TMPDIR, TZ, the locale (LANG, LANGUAGE, LC_*),
  *   - proxy variables (HTTP(S)_PROXY, NO_PROXY, ALL_PROXY, either case) and CA bundles
  *     (SSL_CERT_FILE, SSL_CERT_DIR, REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE, NODE_EXTRA_CA_CERTS),
+ *   - the agent's trust: REQUESTS_CA_BUNDLE and SSL_CERT_FILE = `datahub.tls.ca_file`, and
+ *     HTTPS_PROXY/HTTP_PROXY = `datahub.proxy`, each unless the agent's environment sets it,
  *   - what the operator adds with `ingestion.pass_env` (names, or prefixes ending in `*`),
  *   - the request's `extra_env_vars`,
  *   - for a sink-less recipe only: DATAHUB_GMS_URL and the agent's credentials (the CLI's default
@@ -77,6 +79,8 @@ export interface RunEnvOptions {
   gms?: Record<string, string>;
   /** Variables that are never passed from the agent's environment (its credentials). */
   withheld: ReadonlySet<string>;
+  /** `datahub.tls.ca_file` and `datahub.proxy` ("" or absent: none), given to the CLI too. */
+  trust?: { caFile?: string; proxy?: string };
   marker: { name: string; value: string };
 }
 
@@ -91,6 +95,15 @@ export function runEnvironment(
     if (ALWAYS.has(name) || name.startsWith("LC_") || PROXY.test(name) || passes(name, o.passEnv)) {
       env[name] = value;
     }
+  }
+  // The CLI trusts what the agent trusts (Python requests/ssl read these), unless told otherwise.
+  const unset = (...names: string[]) => names.every((n) => !agentEnv[n]);
+  const { caFile, proxy } = o.trust ?? {};
+  for (const name of ["REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"]) {
+    if (caFile && unset(name)) env[name] = caFile;
+  }
+  for (const name of ["HTTPS_PROXY", "HTTP_PROXY"]) {
+    if (proxy && unset(name, name.toLowerCase())) env[name] = proxy;
   }
   Object.assign(env, o.extra);
   if (o.gms) Object.assign(env, o.gms);

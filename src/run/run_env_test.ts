@@ -73,3 +73,31 @@ Deno.test("withoutUserinfo: user and password never reach the log", () => {
   assert.equal(withoutUserinfo("https://u:p%40ss@gms:8080/x"), "https://***@gms:8080/x");
   assert.ok(!withoutUserinfo("not a url //u:pw@h").includes("pw"));
 });
+
+Deno.test("runEnvironment: datahub.tls.ca_file and datahub.proxy reach the CLI unless the operator set them", () => {
+  const base = {
+    passEnv: [],
+    extra: {},
+    withheld: new Set<string>(),
+    marker: { name: "INGEST_AGENT_RUN", value: "t" },
+    trust: { caFile: "/etc/agent/ca.pem", proxy: "http://proxy.corp:3128" },
+  };
+  const env = runEnvironment({ PATH: "/usr/bin", NO_PROXY: "internal" }, base);
+  assert.equal(env.REQUESTS_CA_BUNDLE, "/etc/agent/ca.pem");
+  assert.equal(env.SSL_CERT_FILE, "/etc/agent/ca.pem");
+  assert.equal(env.HTTPS_PROXY, "http://proxy.corp:3128");
+  assert.equal(env.HTTP_PROXY, "http://proxy.corp:3128");
+  assert.equal(env.NO_PROXY, "internal", "NO_PROXY passes through");
+  const own = runEnvironment({
+    PATH: "/usr/bin",
+    REQUESTS_CA_BUNDLE: "/etc/own.pem",
+    http_proxy: "http://own:1",
+  }, { ...base, extra: { SSL_CERT_FILE: "/from/request.pem" } });
+  assert.equal(own.REQUESTS_CA_BUNDLE, "/etc/own.pem", "the operator's choice is kept");
+  assert.equal(own.SSL_CERT_FILE, "/from/request.pem", "extra_env_vars win");
+  assert.equal(own.HTTP_PROXY, undefined, "not set over http_proxy");
+  assert.equal(own.http_proxy, "http://own:1");
+  assert.equal(own.HTTPS_PROXY, "http://proxy.corp:3128");
+  const none = runEnvironment({ PATH: "/usr/bin" }, { ...base, trust: { caFile: "", proxy: "" } });
+  assert.deepEqual(Object.keys(none).sort(), ["INGEST_AGENT_RUN", "PATH"]);
+});

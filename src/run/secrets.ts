@@ -54,7 +54,9 @@ export async function resolveSecrets(
   if (refused.length > 0) {
     throw new AgentError(
       "SECRET_NOT_ALLOWED",
-      `secret ${refused.join("; ")}: define it in DataHub (Ingestion → Secrets)`,
+      `secret ${refused.join("; ")}: define ${
+        refused.length > 1 ? "them" : "it"
+      } in DataHub (Ingestion → Secrets)`,
     );
   }
   const missing = names.filter((n) => !values.has(n));
@@ -65,12 +67,13 @@ export async function resolveSecrets(
     );
   }
   if (missing.length > 0) {
+    const several = missing.length > 1;
     throw new AgentError(
       "SECRET_MISSING",
-      `secret${missing.length > 1 ? "s" : ""} ${
-        missing.map((n) => `'${n}'`).join(", ")
-      } not found: ` +
-        "define it in DataHub (Ingestion → Secrets) or in the agent's environment",
+      `secret${several ? "s" : ""} ${missing.map((n) => `'${n}'`).join(", ")} not found: ` +
+        `define ${
+          several ? "them" : "it"
+        } in DataHub (Ingestion → Secrets) or in the agent's environment`,
     );
   }
   return { values, notes };

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { AgentError, GmsError } from "../errors.ts";
+import { secretDenial } from "../gms/secret_denial.ts";
 import { resolveSecrets } from "./secrets.ts";
 
 /** A fake GMS whose secretValues answers from a map (or throws), recording every call. */
@@ -77,7 +78,18 @@ Deno.test("resolveSecrets: a missing secret is SECRET_MISSING naming it, with no
 Deno.test("resolveSecrets: several missing secrets are all named", async () => {
   const err = await rejection(resolveSecrets(["A1", "B2"], fakeGms({}), {}));
   assert.equal(err.code, "SECRET_MISSING");
-  assert.match(err.message, /secrets 'A1', 'B2' not found/);
+  assert.match(err.message, /secrets 'A1', 'B2' not found: define them in DataHub/);
+});
+
+Deno.test("resolveSecrets: one missing secret is 'define it'; refused ones follow the count too", async () => {
+  const one = await rejection(resolveSecrets(["A1"], fakeGms({}), {}));
+  assert.match(one.message, /^secret 'A1' not found: define it in DataHub/);
+  const refuse = (n: string) => `'${n}' is refused`;
+  const single = await rejection(resolveSecrets(["X"], fakeGms({}), { X: "x" }, refuse));
+  assert.equal(single.code, "SECRET_NOT_ALLOWED");
+  assert.match(single.message, /: define it in DataHub/);
+  const both = await rejection(resolveSecrets(["X", "Y"], fakeGms({}), { X: "x", Y: "y" }, refuse));
+  assert.match(both.message, /'X' is refused; 'Y' is refused: define them in DataHub/);
 });
 
 Deno.test("resolveSecrets: access denied with every name in the env uses the env and adds a note", async () => {
@@ -159,4 +171,54 @@ Deno.test("resolveSecrets: a passing GMS failure is retried; a lasting one fails
     return true;
   });
   assert.equal(denied, 1, "a non-retryable error is not retried");
+});
+
+// How a refused getSecretValues is explained (gms/secret_denial.ts, used by the run's report
+// and by doctor): the caller guard only where GMS's answer or its version shows it.
+const PRIVILEGE_ANSWER =
+  "getSecretValues: Unauthorized to perform this action. Please contact your DataHub administrator.";
+const GUARD_ANSWER =
+  "getSecretValues: Unauthorized to decrypt secrets: SecretService caller guard (SECRET_SERVICE_CALLER_GUARD_MODE=ENFORCE) denies non-system actor urn:li:corpuser:datahub";
+
+Deno.test("secretDenial: a token refused by GMS v1.3.0 lacks Manage Secrets; no caller guard", () => {
+  const d = secretDenial(PRIVILEGE_ANSWER, "v1.3.0", "token");
+  assert.equal(d.cause, "privilege");
+  assert.match(
+    d.why,
+    /^the token lacks the Manage Secrets privilege \(GMS v1\.3\.0 has no secret caller guard\)/,
+  );
+  assert.match(d.fix, /give the token's user the Manage Secrets platform privilege/);
+  assert.doesNotMatch(`${d.why} ${d.fix}`, /v1\.6|SECRET_SERVICE_CALLER_GUARD_MODE/);
+  // Unknown version, nothing about the guard in the answer: still the privilege.
+  const unknown = secretDenial(PRIVILEGE_ANSWER, undefined, "token");
+  assert.equal(unknown.cause, "privilege");
+  assert.match(unknown.why, /version is unknown/);
+});
+
+Deno.test("secretDenial: the answer naming the caller guard blames it, whatever the version", () => {
+  for (const version of ["v1.3.0", "v1.6.0.6", undefined]) {
+    const d = secretDenial(GUARD_ANSWER, version, "token");
+    assert.equal(d.cause, "caller-guard", String(version));
+    assert.match(d.why, /secret caller guard \(SECRET_SERVICE_CALLER_GUARD_MODE=ENFORCE/);
+    assert.match(d.fix, /^set datahub\.system_client_id and datahub\.system_client_secret/);
+  }
+  const system = secretDenial(GUARD_ANSWER, "v1.7.0", "system-client");
+  assert.match(system.fix, /^check that datahub\.system_client_id .* GMS's own system client/);
+});
+
+Deno.test("secretDenial: from GMS v1.6.0 a generic refusal names both the guard and the privilege", () => {
+  for (const version of ["v1.6.0", "1.6.1", "v1.7.0-SNAPSHOT", "v2.0.0"]) {
+    const d = secretDenial(PRIVILEGE_ANSWER, version, "token");
+    assert.equal(d.cause, "guard-or-privilege", version);
+    assert.match(
+      d.why,
+      new RegExp(`^GMS ${version.replace(/\./g, "\\.")} has the secret caller guard`),
+    );
+    assert.match(d.why, /Manage Secrets/);
+  }
+  assert.equal(secretDenial(PRIVILEGE_ANSWER, "v1.5.9", "token").cause, "privilege");
+  // System auth passes the guard: a refusal of it is about the credentials.
+  const system = secretDenial(PRIVILEGE_ANSWER, "v1.6.0", "system-client");
+  assert.equal(system.cause, "privilege");
+  assert.match(system.fix, /GMS's own system client/);
 });

@@ -18,6 +18,8 @@ export interface SummaryInput {
   status: TerminalStatus;
   execId: string;
   notes: Note[];
+  /** The Environment Setup section (venv and bundled runtimes), when there is one. */
+  setup?: string | undefined;
   /** The report file's JSON text, when there is one. */
   structured?: string | undefined;
   logs: string;
@@ -43,6 +45,7 @@ export function summaryText(input: SummaryInput): string {
       input.notes.filter((n) => n.level === "ERROR").map(line),
     ),
   ];
+  if (input.setup !== undefined) parts.push("", "~~~~ Environment Setup ~~~~", input.setup);
   if (input.structured !== undefined) {
     parts.push("", "~~~~ Ingestion Report ~~~~", reindent(input.structured));
   }

@@ -90,6 +90,48 @@ function listPids(): number[] {
   }
 }
 
+/** The resident memory of a process (VmRSS of /proc/<pid>/status) in bytes; 0 when unknown. */
+function residentBytes(pid: number): number {
+  try {
+    const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+    return m ? Number(m[1]) * 1024 : 0;
+  } catch {
+    return 0; // exited meanwhile
+  }
+}
+
+/**
+ * The resident memory of the live processes of each process group of `pgids`, summed per group,
+ * in bytes, from one pass over /proc (so several runs cost one scan). Pages shared between
+ * processes (fork) count once per process, as RSS does. Nothing left (or no /proc): 0.
+ */
+export function groupsResidentBytes(pgids: Iterable<number>): Map<number, number> {
+  const sums = new Map<number, number>();
+  for (const pgid of pgids) if (Number.isInteger(pgid) && pgid > 1) sums.set(pgid, 0);
+  if (sums.size === 0) return sums;
+  for (const pid of listPids()) {
+    const stat = readStat(pid);
+    const sum = stat && stat.state !== "Z" ? sums.get(stat.pgrp) : undefined;
+    if (sum !== undefined) sums.set(stat!.pgrp, sum + residentBytes(pid));
+  }
+  return sums;
+}
+
+/** MemAvailable of /proc/meminfo's text, in bytes; undefined when absent (before Linux 3.14). */
+export function parseMemAvailable(meminfo: string): number | undefined {
+  const m = /^MemAvailable:\s+(\d+) kB$/m.exec(meminfo);
+  return m ? Number(m[1]) * 1024 : undefined;
+}
+
+/** The host's MemAvailable in bytes; undefined where /proc/meminfo does not say (not Linux). */
+export function hostMemAvailable(file = "/proc/meminfo"): number | undefined {
+  try {
+    return parseMemAvailable(readFileSync(file, "utf8"));
+  } catch {
+    return undefined;
+  }
+}
+
 /** Whether the initial environment of `pid` holds exactly `entry` ("NAME=value"). */
 function hasEnvEntry(pid: number, entry: string): boolean {
   try {

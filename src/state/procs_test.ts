@@ -7,7 +7,10 @@ import process from "node:process";
 import {
   alive,
   groupLeaderMatches,
+  groupsResidentBytes,
+  hostMemAvailable,
   killRunGroup,
+  parseMemAvailable,
   processesWithEnv,
   processGroupOf,
   processStartTime,
@@ -227,4 +230,49 @@ Deno.test("killRunGroup: a marked process in the agent's own group is killed alo
   } finally {
     await stop(s);
   }
+});
+
+Deno.test("parseMemAvailable: MemAvailable of /proc/meminfo in bytes; absent → undefined", () => {
+  const meminfo = "MemTotal:       24683584 kB\nMemFree:         1234567 kB\n" +
+    "MemAvailable:   23996492 kB\nBuffers:          123456 kB\n";
+  assert.equal(parseMemAvailable(meminfo), 23996492 * 1024);
+  assert.equal(parseMemAvailable("MemTotal: 1 kB\nMemFree: 1 kB\n"), undefined, "Linux < 3.14");
+  assert.equal(parseMemAvailable(""), undefined);
+  const here = hostMemAvailable();
+  assert.ok(here !== undefined && here > 0, `this host's MemAvailable: ${here}`);
+  assert.equal(hostMemAvailable("/nonexistent/meminfo"), undefined);
+});
+
+/** A deno process holding `mb` MiB (resident) until killed, as a shell command. */
+function holdingCommand(mb: number): string {
+  const code =
+    `const a = new Uint8Array(${mb} * 1048576).fill(1); setInterval(() => a[0]++, 1000);`;
+  return `'${Deno.execPath()}' eval --no-config '${code}'`;
+}
+
+Deno.test("groupsResidentBytes: the resident memory of every process of a group, summed; none left → 0", async () => {
+  // sh leads the group; two children hold 64 and 32 MiB.
+  const env = {
+    HOME: process.env.HOME ?? "/tmp",
+    ...(process.env.DENO_DIR ? { DENO_DIR: process.env.DENO_DIR } : {}),
+  };
+  const sh = start(["/bin/sh", "-c", `${holdingCommand(64)} & ${holdingCommand(32)} & wait`], {
+    env,
+  });
+  const MiB = 1024 ** 2;
+  try {
+    const sum = await until("both children hold their memory", () => {
+      const bytes = groupsResidentBytes([sh.pid]).get(sh.pid)!;
+      return bytes >= (96 + 2 * 20) * MiB ? bytes : undefined; // + 2 runtimes of ≥ 20 MiB
+    }, 15_000);
+    assert.ok(sum < 512 * MiB, `${sum} bytes: not someone else's processes too`);
+    const none = 2 ** 22 + 12345; // above pid_max's default: no such group
+    assert.deepEqual([...groupsResidentBytes([none, 0, 1])], [[none, 0]], "bad pgids are left out");
+  } finally {
+    await stop(sh);
+  }
+  await until(
+    "the group is gone",
+    () => groupsResidentBytes([sh.pid]).get(sh.pid) === 0 || undefined,
+  );
 });

@@ -63,7 +63,7 @@ export interface RunRecord {
   /** The claim's fencing token. */
   token?: string;
   /** Why the run was stopped, recorded when a cancel begins. */
-  cancel?: "user" | "timeout" | "shutdown" | "fenced" | "lease" | "duplicate";
+  cancel?: "user" | "timeout" | "shutdown" | "fenced" | "lease" | "duplicate" | "memory";
   /** The last result version we know we wrote. */
   version?: string;
   /**
@@ -72,8 +72,15 @@ export interface RunRecord {
    * what the run printed before it reports it.
    */
   masks?: string[];
+  /** The report's Environment Setup section (venv and bundled runtimes), masked. */
+  setup?: string;
   /** Captured once the CLI exited. */
   exit?: { code: number | null; signal: string | null };
+  /**
+   * The highest resident memory of the run's process group seen so far, in bytes (run/memory.ts:
+   * journaled from the first sample on, then each time it grew by 10 %).
+   */
+  peakRssBytes?: number;
   /**
    * Recorded when the CLI started under the shim (process.ts): what a restarted agent needs to
    * re-adopt the run. `output` and `status` are the raw output and exit status files; the

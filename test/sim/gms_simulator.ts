@@ -6,6 +6,7 @@
 // /work/shared/datahub/SPEC.md.
 
 import http from "node:http";
+import https from "node:https";
 import type { Socket } from "node:net";
 import { Buffer } from "node:buffer";
 import {
@@ -40,8 +41,13 @@ import {
 } from "./store.ts";
 
 export interface SimulatorOptions {
-  /** Bearer token accepted; default "sim-token". */
+  /** Bearer token accepted; default "sim-token" (`setToken` changes it). */
   token?: string;
+  /**
+   * Serve HTTPS with this key and certificate (PEM); `requestCert` with `ca`: only clients with a
+   * certificate signed by `ca` complete the handshake (mutual TLS).
+   */
+  tls?: { key: string; cert: string; ca?: string; requestCert?: boolean };
   /** Accepted as `Authorization: Basic <id>:<secret>` (literal, not base64, as GMS expects). */
   systemClient?: { id: string; secret: string };
   /** GMS version played, default "v1.3.0"; anything below v1.2.0 plays the old GraphQL surface. */
@@ -50,6 +56,11 @@ export interface SimulatorOptions {
   secrets?: Record<string, string>;
   /** true = getSecretValues is denied unless system-client auth (SPEC 2.4 caller guard). */
   callerGuard?: boolean;
+  /**
+   * false = the Bearer token's user lacks Manage Secrets: getSecretValues answers GMS's
+   * authorization error (SPEC 2.4, checked before the caller guard; system auth always has it).
+   */
+  manageSecrets?: boolean;
   /** Search reflects writes only after this delay (the index is updated asynchronously). */
   searchLagMs?: number;
   /** Delay before an `async=true` OpenAPI write is applied (GMS queues it); default 5 ms. */
@@ -217,13 +228,15 @@ class HttpError extends Error {
 }
 
 export class GmsSimulator implements AsyncDisposable {
-  readonly token: string;
+  token: string;
+  private readonly tls: SimulatorOptions["tls"];
   private readonly systemClient: { id: string; secret: string };
   private readonly version: string;
   private readonly modern: boolean;
   private readonly schema: GraphQLSchema;
   private readonly secrets: Map<string, string>;
   private readonly callerGuard: boolean;
+  private readonly manageSecrets: boolean;
   private readonly searchLagMs: number;
   private readonly asyncWriteDelayMs: number;
   private readonly clockSkewMs: number;
@@ -244,6 +257,7 @@ export class GmsSimulator implements AsyncDisposable {
 
   private constructor(opts: SimulatorOptions) {
     this.token = opts.token ?? "sim-token";
+    this.tls = opts.tls;
     this.systemClient = opts.systemClient ??
       { id: "__datahub_system", secret: "JohnSnowKnowsNothing" };
     this.version = opts.version ?? "v1.3.0";
@@ -251,6 +265,7 @@ export class GmsSimulator implements AsyncDisposable {
     this.schema = schemaFor(this.version);
     this.secrets = new Map(Object.entries(opts.secrets ?? {}));
     this.callerGuard = opts.callerGuard ?? false;
+    this.manageSecrets = opts.manageSecrets ?? true;
     this.searchLagMs = opts.searchLagMs ?? 0;
     this.asyncWriteDelayMs = opts.asyncWriteDelayMs ?? 5;
     this.clockSkewMs = opts.clockSkewMs ?? 0;
@@ -265,7 +280,12 @@ export class GmsSimulator implements AsyncDisposable {
   }
 
   get url(): string {
-    return `http://127.0.0.1:${this.port}`;
+    return `${this.tls ? "https" : "http"}://127.0.0.1:${this.port}`;
+  }
+
+  /** From now on only this Bearer token is accepted (a rotation: the old one gets 401). */
+  setToken(token: string): void {
+    this.token = token;
   }
 
   /** GMS's clock: what it stamps on data and in the Date header (the host clock + clockSkewMs). */
@@ -443,14 +463,16 @@ export class GmsSimulator implements AsyncDisposable {
   // ---------------------------------------------------------------- HTTP plumbing
 
   private listen(port: number): Promise<void> {
-    const server = http.createServer((req, res) => {
+    const tls = this.tls && { ...this.tls, rejectUnauthorized: this.tls.requestCert ?? false };
+    const handler = (req: http.IncomingMessage, res: http.ServerResponse) => {
       this.handle(req, res).catch((e) => {
         // A handler bug must show up in the test output, not as a hung request.
         if (!res.headersSent && !res.destroyed) {
           this.send(res, undefined, 500, { error: "Internal Server Error", message: String(e) });
         }
       });
-    });
+    };
+    const server: http.Server = tls ? https.createServer(tls, handler) : http.createServer(handler);
     server.on("connection", (socket: Socket) => {
       this.sockets.add(socket);
       socket.on("close", () => this.sockets.delete(socket));
@@ -908,6 +930,18 @@ export class GmsSimulator implements AsyncDisposable {
 
   private getSecretValues(names: string[], ctx: GraphQLContext): Json[] {
     const browser = /Mozilla/i.test(ctx.userAgent);
+    if (!this.manageSecrets && ctx.auth.kind !== "system") {
+      this.secretLog.push({
+        names: [...names],
+        granted: false,
+        auth: ctx.auth.kind,
+        at: Date.now(),
+      });
+      throw new GraphQLError(
+        "Unauthorized to perform this action. Please contact your DataHub administrator.",
+        { extensions: { code: 403, type: "UNAUTHORIZED" } },
+      );
+    }
     const granted = !this.callerGuard || (ctx.auth.kind === "system" && !browser);
     this.secretLog.push({ names: [...names], granted, auth: ctx.auth.kind, at: Date.now() });
     if (!granted) {

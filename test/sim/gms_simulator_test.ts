@@ -492,6 +492,26 @@ Deno.test("caller guard: secrets only for the system client with a non-browser U
   ]);
 });
 
+Deno.test("manageSecrets: false refuses a token getSecretValues with GMS's authorization error; system auth reads", async () => {
+  await using sim = await GmsSimulator.start({ manageSecrets: false, secrets: { A: "1" } });
+  const token = await graphql(sim, SECRETS_QUERY, { names: ["A"] });
+  assert.equal(token.status, 200);
+  assert.equal(token.body.data.getSecretValues, null);
+  assert.equal(token.body.errors[0].extensions.code, 403);
+  assert.equal(
+    token.body.errors[0].message,
+    "Unauthorized to perform this action. Please contact your DataHub administrator.",
+  );
+  const system = await graphql(sim, SECRETS_QUERY, { names: ["A"] }, {
+    authorization: SYSTEM_AUTH,
+  });
+  assert.deepEqual(system.body, { data: { getSecretValues: [{ name: "A", value: "1" }] } });
+  assert.deepEqual(sim.secretRequests().map((s) => [s.auth, s.granted]), [
+    ["bearer", false],
+    ["system", true],
+  ]);
+});
+
 Deno.test("faults: 503 for two requests then OK; 429 with Retry-After; latency; reset", async () => {
   await using sim = await GmsSimulator.start();
   sim.addFault({ match: "/config", status: 503, times: 2 });
