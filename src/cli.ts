@@ -287,7 +287,9 @@ async function runOnce(
     try {
       const count = await work.collect();
       log.info("once: requests pending at start", { requests: count });
-      if (count > 0) agent.start();
+      // Started even for an empty set: its discovery is narrowed to the set (nothing is claimed),
+      // and runs re-adopted at start still get their signal loop (a KILL reaches them).
+      agent.start();
       break;
     } catch (err) {
       if (!isRetryable(err) || attempt >= 7 || interrupted.aborted) {
