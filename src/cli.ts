@@ -23,6 +23,7 @@ import { recoverRuns } from "./pool/recovery.ts";
 import { Redactor } from "./run/redact.ts";
 import { StateDir } from "./state/state_dir.ts";
 import { VERSION } from "./version.ts";
+import { passwordOf, withoutUserinfo } from "./gms/transport.ts";
 
 const USAGE = `ingest-agent ${VERSION}: runs DataHub ingestion requests close to the data.
 
@@ -369,26 +370,4 @@ function installSignals(
       process.off("SIGINT", handler);
     },
   };
-}
-
-/** A URL as it may be logged: user and password (if any) replaced. */
-export function withoutUserinfo(server: string): string {
-  try {
-    const url = new URL(server);
-    if (!url.username && !url.password) return server;
-    url.username = "***";
-    url.password = "";
-    return url.toString().replace(/\/$/, "");
-  } catch {
-    return server.replace(/\/\/[^/@]*@/, "//***@");
-  }
-}
-
-function passwordOf(server: string): string | undefined {
-  try {
-    const pw = new URL(server).password;
-    return pw ? decodeURIComponent(pw) : undefined;
-  } catch {
-    return undefined;
-  }
 }

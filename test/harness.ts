@@ -8,6 +8,7 @@ import os from "node:os";
 import path from "node:path";
 import process from "node:process";
 import { stringify } from "yaml";
+import { alive } from "../src/state/procs.ts";
 import { type FakeCli, makeFakeCli } from "./fixtures/fake_cli.ts";
 import { GmsSimulator, type SimulatorOptions } from "./sim/gms_simulator.ts";
 
@@ -276,4 +277,18 @@ export async function started(s: Setup, urn: string, timeoutMs = 15_000) {
     await new Promise((r) => setTimeout(r, 25));
   }
   throw new Error(`run of ${urn} did not start`);
+}
+
+/** True when no live (non-zombie) process is left in the group. */
+export function groupGone(pgid: number): boolean {
+  if (!alive(-pgid)) return true;
+  for (const entry of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(entry.name)) continue;
+    try {
+      const stat = Deno.readTextFileSync(`/proc/${entry.name}/stat`);
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      if (Number(fields[2]) === pgid && fields[0] !== "Z") return false;
+    } catch { /* exited meanwhile */ }
+  }
+  return true;
 }

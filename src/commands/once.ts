@@ -93,7 +93,7 @@ export class OnceWork {
       done();
     });
     agent.on("reaped", (e) => {
-      if (!e.stale || !this.#remaining.delete(e.urn)) return;
+      if (!e.unrun || !this.#remaining.delete(e.urn)) return;
       this.#ended.set(e.urn, e.status);
       done();
     });

@@ -41,6 +41,7 @@ import {
 } from "./discovery.ts";
 import { GET_SECRET_VALUES } from "./operations.ts";
 import { secretDenial } from "./secret_denial.ts";
+import { atLeast, parseVersion } from "../version.ts";
 
 export type { Discovery, DiscoveryPages, PageInfo, RunningSummary } from "./discovery.ts";
 export { listVariables, searchVariables } from "./discovery.ts";
@@ -346,14 +347,4 @@ function retryAfterOf(headers: unknown): string | undefined {
     return (headers as Headers).get("retry-after") ?? undefined;
   }
   return undefined;
-}
-
-function parseVersion(v: string): [number, number, number] | undefined {
-  const m = /^v?(\d+)\.(\d+)\.(\d+)/.exec(v.trim());
-  return m ? [Number(m[1]), Number(m[2]), Number(m[3])] : undefined;
-}
-
-function atLeast(v: [number, number, number], min: [number, number, number]): boolean {
-  for (let i = 0; i < 3; i++) if (v[i] !== min[i]) return v[i]! > min[i]!;
-  return true;
 }

@@ -7,6 +7,7 @@
  * (doctor_gms.ts) word it from here.
  */
 import type { AuthKind } from "./http.ts";
+import { atLeast, parseVersion } from "../version.ts";
 
 export interface SecretDenial {
   cause: "caller-guard" | "guard-or-privilege" | "privilege";
@@ -73,14 +74,4 @@ export function secretDenial(
       ? `give the token's user the Manage Secrets platform privilege (or use the token of a user who has it), or ${SYSTEM_CLIENT}.`
       : `set datahub.token to the token of a user with Manage Secrets, or ${SYSTEM_CLIENT}.`,
   };
-}
-
-function parseVersion(v: string): [number, number, number] | undefined {
-  const m = /^v?(\d+)\.(\d+)\.(\d+)/.exec(v.trim());
-  return m ? [Number(m[1]), Number(m[2]), Number(m[3])] : undefined;
-}
-
-function atLeast(v: [number, number, number], min: [number, number, number]): boolean {
-  for (let i = 0; i < 3; i++) if (v[i] !== min[i]) return v[i]! > min[i]!;
-  return true;
 }

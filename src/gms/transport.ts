@@ -250,7 +250,8 @@ function connectTarget(server: string): string {
   }
 }
 
-function passwordOf(url: string | undefined): string | undefined {
+/** The password in a URL (decoded), to be masked wherever it might surface. */
+export function passwordOf(url: string | undefined): string | undefined {
   try {
     return url ? decodeURIComponent(new URL(url).password) || undefined : undefined;
   } catch {

@@ -48,8 +48,8 @@ export interface AgentEvents {
   claimed: [{ urn: string; task: string }];
   /** A job ended; `status` is its terminal status (undefined if it wrote none). */
   finished: [{ urn: string; task: string; status?: string }];
-  /** A request closed without running: by the reaper, or as too old (`stale`). */
-  reaped: [{ urn: string; status: string; stale?: boolean }];
+  /** Closed by the reaper, or (`unrun`) without running here: too old, a duplicate. */
+  reaped: [{ urn: string; status: string; unrun?: boolean }];
   state: [AgentState];
 }
 
@@ -248,16 +248,18 @@ export class Agent extends EventEmitter<AgentEvents> {
       const now = this.#d.gms.serverNow();
       const stale = c.requestedAt !== undefined &&
         now - c.requestedAt > config.agent.maxRequestAgeMs;
-      const plan = this.#schedule.before(c, found.running); // schedule.ts
-      if (!stale && plan.kind === "leave") log.debug("left pending", { urn: c.urn, why: plan.why });
-      if (!stale && plan.kind === "leave") continue;
+      const plan = stale ? undefined : this.#schedule.before(c, found.running); // schedule.ts
+      if (plan?.kind === "leave") {
+        log.debug("left pending", { urn: c.urn, why: plan.why });
+        continue;
+      }
       const done = await perCandidate(
         c,
         log,
         () =>
           stale
             ? this.#closeUnrun(c, "ABORTED", staleReason(config.executorId, now - c.requestedAt!))
-            : plan.kind === "duplicate"
+            : plan?.kind === "duplicate"
             ? this.#closeUnrun(c, "DUPLICATE", duplicateReason(plan.of))
             : this.#claim(c, fast && slots <= 0, found.pending),
       );
@@ -386,7 +388,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     const outcome = await closeUnrun(this.#d.gms, c.urn, this.#d, status, why);
     if (outcome.kind === "claimed") {
       this.#d.log.warn("closed a request without running it", { urn: c.urn, status, why });
-      this.emit("reaped", { urn: c.urn, status, stale: true });
+      this.emit("reaped", { urn: c.urn, status, unrun: true });
     }
     return outcome.kind !== "skip";
   }

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { withoutUserinfo } from "../cli.ts";
+import { withoutUserinfo } from "../gms/transport.ts";
 import { credentialVariables, envSecretRefusal, passes, runEnvironment } from "./run_env.ts";
 
 const creds = { token: "tok-123456", systemClientId: "", systemClientSecret: "" };

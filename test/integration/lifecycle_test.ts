@@ -3,7 +3,7 @@
  * reaping, shutdown, crash recovery, GMS outages, through the executable and the simulator.
  */
 import assert from "node:assert/strict";
-import { recipe, setup, started, terminal } from "../harness.ts";
+import { groupGone, recipe, setup, started, terminal } from "../harness.ts";
 import { alive } from "../../src/state/state_dir.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -25,20 +25,6 @@ function processState(pid: number): string | undefined {
   } catch {
     return undefined;
   }
-}
-
-/** True when no live (non-zombie) process is left in the group. */
-function groupGone(pgid: number): boolean {
-  if (!alive(-pgid)) return true;
-  for (const entry of Deno.readDirSync("/proc")) {
-    if (!/^\d+$/.test(entry.name)) continue;
-    try {
-      const stat = Deno.readTextFileSync(`/proc/${entry.name}/stat`);
-      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      if (Number(fields[2]) === pgid && fields[0] !== "Z") return false;
-    } catch { /* exited meanwhile */ }
-  }
-  return true;
 }
 
 Deno.test("cancel: a run that ignores SIGTERM and has a grandchild is CANCELLED in time, whole group gone", async () => {

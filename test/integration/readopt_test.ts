@@ -6,25 +6,10 @@
 import assert from "node:assert/strict";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
-import { recipe, setup, started, terminal } from "../harness.ts";
-import { alive } from "../../src/state/procs.ts";
+import { groupGone, recipe, setup, started, terminal } from "../harness.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 type S = Awaited<ReturnType<typeof setup>>;
-
-/** True when no live (non-zombie) process is left in the group. */
-function groupGone(pgid: number): boolean {
-  if (!alive(-pgid)) return true;
-  for (const entry of Deno.readDirSync("/proc")) {
-    if (!/^\d+$/.test(entry.name)) continue;
-    try {
-      const stat = Deno.readTextFileSync(`/proc/${entry.name}/stat`);
-      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      if (Number(fields[2]) === pgid && fields[0] !== "Z") return false;
-    } catch { /* exited meanwhile */ }
-  }
-  return true;
-}
 
 async function until(pred: () => boolean | Promise<boolean>, what: string, ms = 15_000) {
   const deadline = Date.now() + ms;
