@@ -1,8 +1,8 @@
 /**
- * The execution request as DataHub stores it (entity `dataHubExecutionRequest`, SPEC §1): zod
- * schemas for the three aspects we read, and the statuses we write.
+ * The execution request as DataHub stores it (entity `dataHubExecutionRequest`, SPEC §1):
+ * schemas (valibot) for the three aspects we read, and the statuses we write.
  */
-import { z } from "zod";
+import * as v from "valibot";
 
 export const ENTITY = "dataHubExecutionRequest";
 export const INPUT_ASPECT = "dataHubExecutionRequestInput";
@@ -31,38 +31,41 @@ export type TerminalStatus =
   | "ABORTED"
   | "DUPLICATE";
 
-export const inputSchema = z.object({
-  task: z.string(),
-  args: z.record(z.string(), z.string().nullable().transform((v) => v ?? "")).default({}),
-  executorId: z.string().optional(),
-  source: z.object({ type: z.string(), ingestionSource: z.string().optional() }).optional(),
-  requestedAt: z.number().optional(),
-  actorUrn: z.string().optional(),
+export const inputSchema = v.object({
+  task: v.string(),
+  args: v.optional(
+    v.record(v.string(), v.pipe(v.nullable(v.string()), v.transform((a) => a ?? ""))),
+    {},
+  ),
+  executorId: v.optional(v.string()),
+  source: v.optional(v.object({ type: v.string(), ingestionSource: v.optional(v.string()) })),
+  requestedAt: v.optional(v.number()),
+  actorUrn: v.optional(v.string()),
 });
-export type RequestInput = z.infer<typeof inputSchema>;
+export type RequestInput = v.InferOutput<typeof inputSchema>;
 
-export const structuredReportSchema = z.object({
-  type: z.string(),
-  serializedValue: z.string(),
-  contentType: z.string(),
+export const structuredReportSchema = v.object({
+  type: v.string(),
+  serializedValue: v.string(),
+  contentType: v.string(),
 });
-export type StructuredReport = z.infer<typeof structuredReportSchema>;
+export type StructuredReport = v.InferOutput<typeof structuredReportSchema>;
 
-export const resultSchema = z.object({
-  status: z.string(),
-  report: z.string().optional(),
-  structuredReport: structuredReportSchema.optional(),
-  startTimeMs: z.number().optional(),
-  durationMs: z.number().optional(),
+export const resultSchema = v.object({
+  status: v.string(),
+  report: v.optional(v.string()),
+  structuredReport: v.optional(structuredReportSchema),
+  startTimeMs: v.optional(v.number()),
+  durationMs: v.optional(v.number()),
 });
-export type ResultValue = z.infer<typeof resultSchema>;
+export type ResultValue = v.InferOutput<typeof resultSchema>;
 
-export const signalSchema = z.object({
-  signal: z.string(),
-  executorId: z.string().optional(),
-  createdAt: z.object({ time: z.number(), actor: z.string().optional() }).optional(),
+export const signalSchema = v.object({
+  signal: v.string(),
+  executorId: v.optional(v.string()),
+  createdAt: v.optional(v.object({ time: v.number(), actor: v.optional(v.string()) })),
 });
-export type SignalValue = z.infer<typeof signalSchema>;
+export type SignalValue = v.InferOutput<typeof signalSchema>;
 
 /** An aspect value with the version GMS stores for it (the basis of conditional writes). */
 export interface Versioned<T> {

@@ -8,9 +8,8 @@
  *   discovery    the agent's own discovery query, one page of 100, for its executor_id
  *   clock        GMS's `Date` headers against this host's clock (a warning, never a failure)
  */
-import { z } from "zod";
 import { AgentError, GmsError } from "../errors.ts";
-import type { GmsClient } from "../gms/client.ts";
+import { type GmsClient, serverVersionOf } from "../gms/client.ts";
 import type { AuthKind } from "../gms/http.ts";
 import { secretDenial } from "../gms/secret_denial.ts";
 import { tlsProblemOf } from "../gms/transport.ts";
@@ -23,10 +22,6 @@ export const CLOCK_TOLERANCE_MS = 30_000;
 /** Names nobody uses: reading them proves access without touching a real request or secret. */
 export const PROBE_URN = "urn:li:dataHubExecutionRequest:__INGEST_AGENT_DOCTOR__";
 export const PROBE_SECRET = "__INGEST_AGENT_DOCTOR__";
-
-const configBody = z.object({
-  versions: z.record(z.string(), z.object({ version: z.string() }).loose()),
-}).loose();
 
 /** The credentials in use, as the configuration names them. */
 export function credentialsLabel(kind: AuthKind): string {
@@ -50,8 +45,7 @@ export async function checkReachable(gms: GmsClient, server: string): Promise<Ch
   const started = Date.now();
   try {
     const { body } = await gms.http.json("config", "GET", "/config");
-    const parsed = configBody.safeParse(body);
-    const version = parsed.success ? parsed.data.versions["acryldata/datahub"]?.version : undefined;
+    const version = serverVersionOf(body);
     return passed(
       "gms",
       `${server} answers (${Date.now() - started} ms), ${
@@ -173,8 +167,7 @@ export async function checkSecrets(gms: GmsClient): Promise<Check> {
 /** DataHub's version from `GET /config`, if it says. */
 async function versionOf(gms: GmsClient): Promise<string | undefined> {
   try {
-    const parsed = configBody.safeParse((await gms.http.json("config", "GET", "/config")).body);
-    return parsed.success ? parsed.data.versions["acryldata/datahub"]?.version : undefined;
+    return serverVersionOf((await gms.http.json("config", "GET", "/config")).body);
   } catch {
     return undefined;
   }

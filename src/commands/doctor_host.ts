@@ -6,7 +6,7 @@
  *   state_dir  created if missing, a probe file written and removed; refused like the agent
  *   work_dir   refuses them at start (a symbolic link, not a directory, another user's)
  *   lock       whether a running agent holds state_dir's agent.lock (read only, never taken)
- *   proxy      the proxy undici uses for datahub.server (datahub.proxy or HTTP(S)_PROXY, and
+ *   proxy      the proxy used for datahub.server (datahub.proxy or HTTP(S)_PROXY, and
  *              NO_PROXY), informational
  */
 import { spawn } from "node:child_process";

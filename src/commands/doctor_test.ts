@@ -15,7 +15,7 @@ import {
   withoutUserinfo,
 } from "./doctor_host.ts";
 
-Deno.test("doctor proxyFor: undici's rules (lower case wins, HTTPS falls back to HTTP_PROXY, NO_PROXY)", () => {
+Deno.test("doctor proxyFor: undici's and curl's rules (lower case wins, HTTPS falls back to HTTP_PROXY, NO_PROXY)", () => {
   const https = "https://gms.example.com";
   assert.deepEqual(proxyFor(https, {}), {});
   assert.deepEqual(proxyFor(https, { HTTPS_PROXY: "http://p:1" }), {

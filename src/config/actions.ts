@@ -5,8 +5,7 @@
  * `task_configs`, other headers), and, for the keys a migrating user carries over that are not
  * read there, which option of the native form is their counterpart.
  */
-import type { z } from "zod";
-import type { actionsSchema } from "./schema.ts";
+import type { ActionsDocument } from "./schema.ts";
 
 /**
  * Keys an Actions file may hold that the agent does not read there, and their counterpart in
@@ -51,7 +50,7 @@ export function actionsUnknownKey(key: string): string {
 
 /** An Actions file (validated) → the native form's document, with the warnings it deserves. */
 export function actionsToNative(
-  parsed: z.infer<typeof actionsSchema>,
+  parsed: ActionsDocument,
   warnings: string[],
 ): Record<string, unknown> {
   const { action, datahub, source } = parsed;

@@ -1,5 +1,5 @@
 /**
- * config/ owns the configuration: YAML → environment interpolation (interpolate.ts) → zod validation
+ * config/ owns the configuration: YAML → environment interpolation (interpolate.ts) → validation
  * (schema.ts) → a frozen `AgentConfig`, and durations (duration.ts). It imports only the shared
  * vocabulary (src/*.ts); nothing else in src/.
  *
@@ -15,13 +15,12 @@ import { readFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { parseDocument } from "yaml";
-import { z } from "zod";
 import { AgentError } from "../errors.ts";
 import { actionsToNative, actionsUnknownKey } from "./actions.ts";
 import { checkDatahubFiles, unreadable } from "./files.ts";
 import { interpolate } from "./interpolate.ts";
 import { compileRuntime, type RuntimeConfig } from "./runtime.ts";
-import { actionsSchema, nativeSchema } from "./schema.ts";
+import { actionsSchema, check, nativeSchema, type SchemaIssue } from "./schema.ts";
 
 export type LogFormat = "auto" | "json" | "text";
 export type LogLevel = "debug" | "info" | "warn" | "error";
@@ -128,23 +127,17 @@ export class ConfigError extends AgentError {
 }
 
 /**
- * zod's issues as ConfigIssues; none at a path whose `${VAR}` was not set (`unset`): "must not be
- * empty" or "expected a URL" there would only repeat that problem.
+ * The schema's issues as ConfigIssues; none at a path whose `${VAR}` was not set (`unset`): "must
+ * not be empty" or "expected a URL" there would only repeat that problem.
  */
 function issuesOf(
-  error: z.ZodError,
+  issues: SchemaIssue[],
   unknownKey: (path: string) => string = () => "unknown key (see agent.yml for the supported keys)",
   unset: ReadonlySet<string> = new Set(),
 ): ConfigIssue[] {
-  return error.issues.flatMap((issue) => {
-    const base = issue.path.map(String).join(".");
-    if (issue.code === "unrecognized_keys") {
-      return issue.keys.map((key) => {
-        const at = base ? `${base}.${key}` : key;
-        return { path: at, message: unknownKey(at) };
-      });
-    }
-    return unset.has(base) ? [] : [{ path: base || "(root)", message: issue.message }];
+  return issues.flatMap((issue) => {
+    if (issue.unknownKey) return [{ path: issue.path, message: unknownKey(issue.path) }];
+    return unset.has(issue.path) ? [] : [{ path: issue.path || "(root)", message: issue.message }];
   });
 }
 
@@ -184,24 +177,24 @@ export function compileConfig(raw: unknown, options: CompileOptions = {}): Loade
   }
   const warnings: string[] = [];
   // Paths whose `${VAR}` is unset: their knock-on schema errors are not reported.
-  const unset = new Set(issues.map((i) => i.path.replace(/\[(\d+)\]/g, ".$1"))); // zod's a.0
+  const unset = new Set(issues.map((i) => i.path.replace(/\[(\d+)\]/g, ".$1"))); // as a.0
   let native: unknown = doc;
   let form: LoadedConfig["form"] = "native";
   if ("action" in doc) {
     form = "actions";
-    const parsed = actionsSchema.safeParse(doc);
-    if (!parsed.success) {
+    const parsed = check(actionsSchema, doc);
+    if (!parsed.ok) {
       throw new ConfigError(file, [
         ...issues,
-        ...issuesOf(parsed.error, actionsUnknownKey, unset),
+        ...issuesOf(parsed.issues, actionsUnknownKey, unset),
       ]);
     }
-    native = actionsToNative(parsed.data, warnings);
+    native = actionsToNative(parsed.value, warnings);
   }
-  const parsed = nativeSchema.safeParse(native);
-  if (!parsed.success) issues.push(...issuesOf(parsed.error, undefined, unset));
-  if (issues.length > 0 || !parsed.success) throw new ConfigError(file, issues);
-  const c = parsed.data;
+  const parsed = check(nativeSchema, native);
+  if (!parsed.ok) issues.push(...issuesOf(parsed.issues, undefined, unset));
+  if (issues.length > 0 || !parsed.ok) throw new ConfigError(file, issues);
+  const c = parsed.value;
   if (!!c.datahub.system_client_id !== !!c.datahub.system_client_secret) {
     throw new ConfigError(file, [{
       path: "datahub.system_client_secret",

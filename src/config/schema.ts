@@ -1,43 +1,49 @@
 /**
- * The configuration's schemas: value types (durations, sizes, URLs) and the two forms a file may
- * take, the native one (defaults as documented in agent.yml) and the DataHub Actions executor
- * pipeline file. Validation only; compiling to `AgentConfig` is config.ts's.
+ * The configuration's schemas (valibot): value types (durations, sizes, URLs) and the two forms a
+ * file may take, the native one (defaults as documented in agent.yml) and the DataHub Actions
+ * executor pipeline file. Validation only; compiling to `AgentConfig` is config.ts's.
+ *
+ * A default is given as a file would write it (`"5s"`, `"1GiB"`): valibot validates defaults
+ * like values. Unknown keys of the strict objects are listed by `unknownKeys` (every one, not
+ * only the first).
  */
-import { z } from "zod";
+import * as v from "valibot";
 import { formatDuration, parseDuration } from "./duration.ts";
 import { serverUrlProblem } from "./server_url.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Value types
 
+/** A value checked and converted by `fn`, which returns an error message or the result. */
+const converted = <T>(fn: (value: unknown) => { ok: T } | { problem: string }) =>
+  v.pipe(
+    v.unknown(),
+    v.rawTransform<unknown, T>(({ dataset, addIssue, NEVER }) => {
+      const out = fn(dataset.value);
+      if ("ok" in out) return out.ok;
+      addIssue({ message: out.problem });
+      return NEVER;
+    }),
+  );
+
 const duration = (min = 0, max = Number.MAX_SAFE_INTEGER) =>
-  z.union([z.string(), z.number()]).transform((value, ctx) => {
-    const ms = parseDuration(value);
+  converted<number>((value) => {
+    const ms = typeof value === "string" || typeof value === "number"
+      ? parseDuration(value)
+      : undefined;
     if (ms === undefined) {
-      ctx.addIssue({
-        code: "custom",
-        message:
+      return {
+        problem:
           `expected a duration such as 250ms, 5s, 2m or 24h (a bare number is seconds), got ${
             JSON.stringify(value)
           }`,
-      });
-      return z.NEVER;
+      };
     }
-    if (ms < min) {
-      ctx.addIssue({
-        code: "custom",
-        message: `must be at least ${min}ms, got ${JSON.stringify(value)}`,
-      });
-      return z.NEVER;
-    }
+    if (ms < min) return { problem: `must be at least ${min}ms, got ${JSON.stringify(value)}` };
     if (ms > max) {
-      ctx.addIssue({
-        code: "custom",
-        message: `must be at most ${formatDuration(max)}, got ${JSON.stringify(value)}`,
-      });
-      return z.NEVER;
+      return { problem: `must be at most ${formatDuration(max)}, got ${JSON.stringify(value)}` };
     }
-    return ms;
+    return { ok: ms };
   });
 
 const BYTE_UNITS: Record<string, number> = {
@@ -50,173 +56,338 @@ const BYTE_UNITS: Record<string, number> = {
   mib: 1024 ** 2,
   gib: 1024 ** 3,
 };
-const bytes = z.union([z.string(), z.number()]).transform((value, ctx) => {
-  const match = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(String(value));
+const bytes = converted<number>((value) => {
+  const match = typeof value === "string" || typeof value === "number"
+    ? /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(String(value))
+    : null;
   const unit = match ? BYTE_UNITS[match[2]!.toLowerCase()] : undefined;
   if (!match || unit === undefined) {
-    ctx.addIssue({
-      code: "custom",
-      message: `expected a size such as 500MiB or 1GiB, got ${JSON.stringify(value)}`,
-    });
-    return z.NEVER;
+    return { problem: `expected a size such as 500MiB or 1GiB, got ${JSON.stringify(value)}` };
   }
-  return Math.round(Number(match[1]) * unit);
+  return { ok: Math.round(Number(match[1]) * unit) };
 });
 
-const nonEmpty = z.string().trim().min(1, "must not be empty");
-// A boolean, also as the string an environment variable gives (`${INSECURE:-false}`).
-const flag = z.union([
-  z.boolean(),
-  z.enum(["true", "false"], { error: "expected true or false" }).transform((s) => s === "true"),
-]);
-const overlap = z.enum(["wait", "skip"]);
-// A package index (pip's --index-url); empty: the installer's own default.
-const indexUrl = z.string().trim().refine((s) => s === "" || /^https?:\/\/[^\s/]+/.test(s), {
-  message: "expected an http:// or https:// URL of a package index",
-});
-// One value or a list of them.
-const oneOrMany = <T extends z.ZodType<string>>(item: T) =>
-  z.union([item, z.array(item)]).transform((v) =>
-    (Array.isArray(v) ? v : [v]).filter((s) => s !== "")
+const text = v.string();
+const trimmed = v.pipe(v.string(), v.trim());
+const nonEmpty = v.pipe(v.string(), v.trim(), v.minLength(1, "must not be empty"));
+const integer = (min: number, max = Number.MAX_SAFE_INTEGER) => {
+  const message = (issue: v.BaseIssue<unknown>) =>
+    `expected a whole number ${
+      max === Number.MAX_SAFE_INTEGER ? `of at least ${min}` : `from ${min} to ${max}`
+    }, got ${JSON.stringify(issue.input)}`;
+  return v.pipe(
+    v.number(message),
+    v.integer(message),
+    v.minValue(min, message),
+    v.maxValue(max, message),
   );
-// http(s) with a host, on a port Node's fetch connects to (server_url.ts).
-const serverUrl = z.string().trim().superRefine((s, ctx) => {
-  const problem = serverUrlProblem(s);
-  if (problem) ctx.addIssue({ code: "custom", message: problem });
-});
+};
+// A boolean, also as the string an environment variable gives (`${INSECURE:-false}`).
+const flag = converted<boolean>((value) =>
+  typeof value === "boolean"
+    ? { ok: value }
+    : value === "true" || value === "false"
+    ? { ok: value === "true" }
+    : { problem: `expected true or false, got ${JSON.stringify(value)}` }
+);
+const choice = <const T extends string[]>(options: T, message?: (input: unknown) => string) =>
+  v.picklist(
+    options,
+    (issue) =>
+      message?.(issue.input) ??
+        `expected one of ${options.map((o) => JSON.stringify(o)).join(", ")}, got ${
+          JSON.stringify(issue.input)
+        }`,
+  );
+const overlap = choice(["wait", "skip"]);
+const httpUrl = (message: string) =>
+  v.pipe(v.string(), v.trim(), v.check((s) => s === "" || /^https?:\/\/[^\s/]+/.test(s), message));
+// A package index (pip's --index-url); empty: the installer's own default.
+const indexUrl = httpUrl("expected an http:// or https:// URL of a package index");
+// One value or a list of them.
+const oneOrMany = <T extends v.GenericSchema<unknown, string>>(item: T) =>
+  v.pipe(
+    v.union([item, v.array(item)]),
+    v.transform((value) => (Array.isArray(value) ? value : [value]).filter((s) => s !== "")),
+  );
+// http(s) with a host, on a port Node connects to (server_url.ts).
+const serverUrl = v.pipe(
+  v.string(),
+  v.trim(),
+  v.rawCheck(({ dataset, addIssue }) => {
+    const problem = dataset.typed ? serverUrlProblem(dataset.value) : undefined;
+    if (problem) addIssue({ message: problem });
+  }),
+);
+const map = <T extends v.GenericSchema>(item: T) => v.optional(v.record(v.string(), item), {});
 
 // ---------------------------------------------------------------------------------------------
 // The native form. Defaults are the ones documented in agent.yml.
 
-export const nativeSchema = z.strictObject({
-  executor_id: nonEmpty.default("default"),
-  datahub: z.strictObject({
-    server: serverUrl.default("http://localhost:8080"),
-    token: z.string().default(""),
-    // A file holding the token instead (read at start and when it changes, gms/token_file.ts).
-    token_file: z.string().trim().default(""),
-    system_client_id: z.string().default(""),
-    system_client_secret: z.string().default(""),
-    // Feeds undici's and AbortSignal's timers, which overflow past 2^31-1 ms: at most 1h.
-    timeout: duration(100, 3_600_000).default(30_000),
-    // An HTTP CONNECT proxy; overrides HTTPS_PROXY/HTTP_PROXY (NO_PROXY still applies).
-    proxy: z.string().trim().refine((s) => s === "" || /^https?:\/\/[^\s/]+/.test(s), {
-      message:
-        "expected an http:// or https:// proxy URL (empty: HTTPS_PROXY from the environment)",
-    }).default(""),
-    tls: z.strictObject({
-      ca_file: z.string().trim().default(""),
-      cert_file: z.string().trim().default(""),
-      key_file: z.string().trim().default(""),
-      insecure_skip_verify: flag.default(false),
-    }).prefault({}),
-  }).prefault({}),
-  agent: z.strictObject({
-    max_concurrent: z.number().int().min(1).max(256).default(4),
-    poll_interval: duration(100).default(5_000),
-    heartbeat_interval: duration(100).default(5_000),
-    lease_ttl: duration(1_000).default(60_000),
-    cancel_grace: duration().default(30_000),
-    shutdown_timeout: duration().default(300_000),
-    // drain: the first SIGTERM lets runs finish; detach: exit at once, runs go on and the next
-    // start re-adopts them (upgrades with a persistent state_dir).
-    on_shutdown: z.enum(["drain", "detach"]).default("drain"),
-    // A request whose ingestion source already runs: wait (stays pending) or skip (DUPLICATE).
-    on_overlap: z.union([
-      overlap.transform((p) => ({ scheduled: p, manual: p, source_types: {} })),
-      z.strictObject({
-        scheduled: overlap.default("skip"),
-        manual: overlap.default("wait"),
-        source_types: z.record(z.string(), overlap).default({}),
+export const nativeSchema = v.strictObject({
+  executor_id: v.optional(nonEmpty, "default"),
+  datahub: v.optional(
+    v.strictObject({
+      server: v.optional(serverUrl, "http://localhost:8080"),
+      token: v.optional(text, ""),
+      // A file holding the token instead (read at start and when it changes, gms/token_file.ts).
+      token_file: v.optional(trimmed, ""),
+      system_client_id: v.optional(text, ""),
+      system_client_secret: v.optional(text, ""),
+      // Feeds Node's timers and AbortSignal's, which overflow past 2^31-1 ms: at most 1h.
+      timeout: v.optional(duration(100, 3_600_000), "30s"),
+      // An HTTP CONNECT proxy; overrides HTTPS_PROXY/HTTP_PROXY (NO_PROXY still applies).
+      proxy: v.optional(
+        httpUrl(
+          "expected an http:// or https:// proxy URL (empty: HTTPS_PROXY from the environment)",
+        ),
+        "",
+      ),
+      tls: v.optional(
+        v.strictObject({
+          ca_file: v.optional(trimmed, ""),
+          cert_file: v.optional(trimmed, ""),
+          key_file: v.optional(trimmed, ""),
+          insecure_skip_verify: v.optional(flag, false),
+        }),
+        {},
+      ),
+    }),
+    {},
+  ),
+  agent: v.optional(
+    v.strictObject({
+      max_concurrent: v.optional(integer(1, 256), 4),
+      poll_interval: v.optional(duration(100), "5s"),
+      heartbeat_interval: v.optional(duration(100), "5s"),
+      lease_ttl: v.optional(duration(1_000), "60s"),
+      cancel_grace: v.optional(duration(), "30s"),
+      shutdown_timeout: v.optional(duration(), "300s"),
+      // drain: the first SIGTERM lets runs finish; detach: exit at once, runs go on and the next
+      // start re-adopts them (upgrades with a persistent state_dir).
+      on_shutdown: v.optional(choice(["drain", "detach"]), "drain"),
+      // A request whose ingestion source already runs: wait (stays pending) or skip (DUPLICATE).
+      on_overlap: v.optional(
+        v.union([
+          v.pipe(
+            overlap,
+            v.transform((p) => ({
+              scheduled: p,
+              manual: p,
+              source_types: {} as Record<string, "wait" | "skip">,
+            })),
+          ),
+          v.strictObject({
+            scheduled: v.optional(overlap, "skip"),
+            manual: v.optional(overlap, "wait"),
+            source_types: map(overlap),
+          }),
+        ], 'expected "wait", "skip", or {scheduled, manual, source_types}'),
+        {},
+      ),
+      // At most this many runs of a source type at once (besides max_concurrent).
+      source_limits: map(integer(1)),
+      // A run whose processes' resident memory (summed over its group) exceeds this is stopped
+      // and ends FAILURE. 0: no limit.
+      run_memory_limit: v.optional(bytes, 0),
+      // No new run starts while the host's MemAvailable is below this. 0: no minimum.
+      min_available_memory: v.optional(bytes, 0),
+      state_dir: v.optional(nonEmpty, "~/.local/state/ingest-agent"),
+      // Empty: <state_dir>/work (private to the agent's user, never a shared /tmp).
+      work_dir: v.optional(text, ""),
+      max_request_age: v.optional(duration(1_000), "24h"),
+      result_retry_for: v.optional(duration(), "24h"),
+    }),
+    {},
+  ),
+  ingestion: v.optional(
+    v.pipe(
+      v.strictObject({
+        // preinstalled: the CLI at datahub_command; venv: built and cached per request
+        // (src/run/venv.ts); bundled: prebuilt under bundled_dir. See README "Runtimes".
+        runtime: v.optional(
+          choice(
+            ["preinstalled", "venv", "bundled"],
+            (input) =>
+              `expected "preinstalled" (the datahub CLI at datahub_command), "venv" (environments built per plugins and version) or "bundled" (prebuilt under bundled_dir), got ${
+                JSON.stringify(input)
+              }`,
+          ),
+          "preinstalled",
+        ),
+        datahub_command: v.optional(nonEmpty, "datahub"),
+        task_timeout: v.optional(duration(1_000), "24h"),
+        timeouts: map(duration(1_000)),
+        log_retention: v.optional(duration(), "7d"),
+        log_retention_bytes: v.optional(bytes, "1GiB"),
+        stale_output_warning: v.optional(duration(1_000), "120s"),
+        pass_env: v.optional(
+          v.array(
+            v.pipe(
+              v.string(),
+              v.regex(
+                /^[A-Za-z_][A-Za-z0-9_]*\*?$/,
+                "expected a variable name, or a prefix ending in * (e.g. AWS_*)",
+              ),
+            ),
+          ),
+          [],
+        ),
+        env_secrets_prefix: v.optional(
+          v.pipe(
+            v.string(),
+            v.regex(
+              /^[A-Za-z0-9_]*$/,
+              "expected the start of a variable name (letters, digits, _)",
+            ),
+          ),
+          "",
+        ),
+        // runtime: venv (compiled by runtime.ts)
+        python: v.optional(nonEmpty, "python3"),
+        installer: v.optional(choice(["auto", "uv", "pip"]), "auto"),
+        venv_dir: v.optional(trimmed, ""),
+        venv_cache_max: v.optional(integer(1, 1000), 10),
+        latest_ttl: v.optional(duration(), "24h"),
+        index_url: v.optional(indexUrl, ""),
+        extra_index_url: v.optional(oneOrMany(indexUrl), []),
+        find_links: v.optional(oneOrMany(trimmed), []),
+        offline: v.optional(flag, false),
+        // runtime: bundled
+        bundled_dir: v.optional(nonEmpty, "/opt/datahub/venvs"),
+        // Policy, for every runtime. Absent: any source type.
+        allowed_source_types: v.optional(v.array(nonEmpty)),
+        allow_extra_pip: v.optional(flag, true),
       }),
-    ]).prefault({}),
-    // At most this many runs of a source type at once (besides max_concurrent).
-    source_limits: z.record(z.string(), z.number().int().min(1)).default({}),
-    // A run whose processes' resident memory (summed over its group) exceeds this is stopped
-    // and ends FAILURE. 0: no limit.
-    run_memory_limit: bytes.default(0),
-    // No new run starts while the host's MemAvailable is below this. 0: no minimum.
-    min_available_memory: bytes.default(0),
-    state_dir: nonEmpty.default("~/.local/state/ingest-agent"),
-    // Empty: <state_dir>/work (private to the agent's user, never a shared /tmp).
-    work_dir: z.string().default(""),
-    max_request_age: duration(1_000).default(86_400_000),
-    result_retry_for: duration().default(86_400_000),
-  }).prefault({}),
-  ingestion: z.strictObject({
-    // preinstalled: the CLI at datahub_command; venv: built and cached per request
-    // (src/run/venv.ts); bundled: prebuilt under bundled_dir. See README "Runtimes".
-    runtime: z.enum(["preinstalled", "venv", "bundled"], {
-      error: (issue) =>
-        `expected "preinstalled" (the datahub CLI at datahub_command), "venv" (environments built per plugins and version) or "bundled" (prebuilt under bundled_dir), got ${
-          JSON.stringify(issue.input)
-        }`,
-    }).default("preinstalled"),
-    datahub_command: nonEmpty.default("datahub"),
-    task_timeout: duration(1_000).default(86_400_000),
-    timeouts: z.record(z.string(), duration(1_000)).default({}),
-    log_retention: duration().default(7 * 86_400_000),
-    log_retention_bytes: bytes.default(1024 ** 3),
-    stale_output_warning: duration(1_000).default(120_000),
-    pass_env: z.array(
-      z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*\*?$/, {
-        error: "expected a variable name, or a prefix ending in * (e.g. AWS_*)",
-      }),
-    ).default([]),
-    env_secrets_prefix: z.string().regex(/^[A-Za-z0-9_]*$/, {
-      error: "expected the start of a variable name (letters, digits, _)",
-    }).default(""),
-    // runtime: venv (compiled by runtime.ts)
-    python: nonEmpty.default("python3"),
-    installer: z.enum(["auto", "uv", "pip"]).default("auto"),
-    venv_dir: z.string().trim().default(""),
-    venv_cache_max: z.number().int().min(1).max(1000).default(10),
-    latest_ttl: duration().default(86_400_000),
-    index_url: indexUrl.default(""),
-    extra_index_url: oneOrMany(indexUrl).default([]),
-    find_links: oneOrMany(z.string().trim()).default([]),
-    offline: flag.default(false),
-    // runtime: bundled
-    bundled_dir: nonEmpty.default("/opt/datahub/venvs"),
-    // Policy, for every runtime. Absent: any source type.
-    allowed_source_types: z.array(nonEmpty).optional(),
-    allow_extra_pip: flag.default(true),
-  }).superRefine((v, ctx) => {
-    if (v.offline && v.find_links.length === 0) {
-      ctx.addIssue({
-        code: "custom",
-        path: ["find_links"],
-        message: "ingestion.offline needs find_links (a directory of wheels to install from)",
-      });
-    }
-  }).prefault({}),
-  observability: z.strictObject({
-    // host:port, [v6]:port or :port (every interface); empty: no endpoints.
-    listen: z.string().trim().regex(/^$|^(?:\[[^\]]+\]|[^:[\]\s]*):\d{1,5}$/, {
-      error: "expected host:port or :port, e.g. 127.0.0.1:9464 (empty: no endpoints)",
-    }).default(""),
-    log_level: z.enum(["debug", "info", "warn", "error"]).default("info"),
-    log_format: z.enum(["auto", "json", "text"]).default("auto"),
-  }).prefault({}),
+      v.forward(
+        v.check(
+          (i) => !i.offline || i.find_links.length > 0,
+          "ingestion.offline needs find_links (a directory of wheels to install from)",
+        ),
+        ["find_links"],
+      ),
+    ),
+    {},
+  ),
+  observability: v.optional(
+    v.strictObject({
+      // host:port, [v6]:port or :port (every interface); empty: no endpoints.
+      listen: v.optional(
+        v.pipe(
+          v.string(),
+          v.trim(),
+          v.regex(
+            /^$|^(?:\[[^\]]+\]|[^:[\]\s]*):\d{1,5}$/,
+            "expected host:port or :port, e.g. 127.0.0.1:9464 (empty: no endpoints)",
+          ),
+        ),
+        "",
+      ),
+      log_level: v.optional(choice(["debug", "info", "warn", "error"]), "info"),
+      log_format: v.optional(choice(["auto", "json", "text"]), "auto"),
+    }),
+    {},
+  ),
 });
 
 // The DataHub Actions executor pipeline file (SPEC §4.1). Only executor_id and the datahub block
 // matter; the Kafka source and filters are accepted and ignored.
-export const actionsSchema = z.strictObject({
-  name: z.string().optional(),
-  source: z.unknown().optional(),
-  filters: z.unknown().optional(),
-  options: z.unknown().optional(),
-  action: z.strictObject({
-    type: z.literal("executor", { error: "only the `executor` action can be run by ingest-agent" }),
-    config: z.strictObject({
-      executor_id: z.string().optional(),
-      task_configs: z.unknown().optional(),
-    }).prefault({}),
+export const actionsSchema = v.strictObject({
+  name: v.optional(v.string()),
+  source: v.optional(v.unknown()),
+  filters: v.optional(v.unknown()),
+  options: v.optional(v.unknown()),
+  action: v.strictObject({
+    type: v.literal("executor", "only the `executor` action can be run by ingest-agent"),
+    config: v.optional(
+      v.strictObject({
+        executor_id: v.optional(v.string()),
+        task_configs: v.optional(v.unknown()),
+      }),
+      {},
+    ),
   }),
-  datahub: z.strictObject({
+  datahub: v.strictObject({
     server: serverUrl,
-    token: z.string().optional(),
-    extra_headers: z.record(z.string(), z.string()).optional(),
+    token: v.optional(v.string()),
+    extra_headers: v.optional(v.record(v.string(), v.string())),
   }),
 });
+
+export type NativeDocument = v.InferOutput<typeof nativeSchema>;
+export type ActionsDocument = v.InferOutput<typeof actionsSchema>;
+
+/** One problem found by `check`: the dotted path of its key, and the message. */
+export interface SchemaIssue {
+  path: string;
+  message: string;
+  /** An unknown key (the caller words the message). */
+  unknownKey?: true;
+}
+
+/**
+ * Validates `doc` against `schema`: the output, or every issue (each unknown key of a strict
+ * object, also next to other problems, and the first problem of every other key).
+ */
+export function check<S extends v.GenericSchema>(
+  schema: S,
+  doc: unknown,
+): { ok: true; value: v.InferOutput<S> } | { ok: false; issues: SchemaIssue[] } {
+  const unknown = unknownKeys(schema, doc, "");
+  const result = v.safeParse(schema, doc);
+  const issues: SchemaIssue[] = unknown.map((path) => ({ path, message: "", unknownKey: true }));
+  if (!result.success) issues.push(...described(result.issues, ""));
+  if (issues.length > 0 || !result.success) return { ok: false, issues };
+  return { ok: true, value: result.output };
+}
+
+/** valibot's issues as SchemaIssues (a union's are those of the option the input's shape chose). */
+function described(list: readonly v.BaseIssue<unknown>[], at: string): SchemaIssue[] {
+  const out: SchemaIssue[] = [];
+  for (const issue of list) {
+    if (issue.type === "strict_object" && issue.expected === "never") continue; // unknownKeys's
+    const keys = (issue.path ?? []).map((p) => String(p.key));
+    const path = [at, ...keys].filter((k) => k !== "").join(".");
+    const input = issue.input;
+    // A union's own issues hold its options' ones, with paths relative to the union.
+    const nested = issue.issues?.filter((i) => (i.path?.length ?? 0) > 0);
+    if (issue.type === "union" && input && typeof input === "object" && nested?.length) {
+      // The input is an object: the object option's problems, not "none of the options".
+      out.push(...described(nested, path));
+    } else if (issue.kind === "schema" && issue.type === "strict_object" && input === undefined) {
+      out.push({ path, message: "missing: this key is required" });
+    } else {
+      out.push({ path, message: issue.message });
+    }
+  }
+  return out;
+}
+
+type Walkable = {
+  type: string;
+  entries?: Record<string, Walkable>;
+  wrapped?: Walkable;
+  options?: Walkable[];
+};
+
+/** Every key of `doc` that a strict object of `schema` does not know, as dotted paths. */
+function unknownKeys(schema: v.GenericSchema, doc: unknown, at: string): string[] {
+  const s = schema as unknown as Walkable;
+  if (s.wrapped) return unknownKeys(s.wrapped as unknown as v.GenericSchema, doc, at);
+  if (s.type === "union" && s.options) {
+    const objects = s.options.filter((o) => o.type === "strict_object");
+    return objects.length === 1
+      ? unknownKeys(objects[0] as unknown as v.GenericSchema, doc, at)
+      : [];
+  }
+  if (s.type !== "strict_object" || !s.entries) return [];
+  if (!doc || typeof doc !== "object" || Array.isArray(doc)) return [];
+  const out: string[] = [];
+  for (const [key, value] of Object.entries(doc)) {
+    const path = at ? `${at}.${key}` : key;
+    const entry = s.entries[key];
+    if (!entry) out.push(path);
+    else out.push(...unknownKeys(entry as unknown as v.GenericSchema, value, path));
+  }
+  return out;
+}

@@ -5,17 +5,15 @@
  * vocabulary; never state/, run/ or pool/.
  *
  * GmsClient: the operations the agent performs on GMS, one method each, typed in and out, every
- * payload checked with zod. No retries here (the callers own the retry policy of each operation,
+ * payload checked (valibot schemas, built once at load). No retries here (the callers own the retry policy of each operation,
  * see poller.ts, reporter.ts and outbox.ts).
  *
  * Reads and conditional writes go through OpenAPI v3 (GraphQL exposes neither aspect versions nor
  * the signal aspect, SPEC §2.4); discovery and secrets go through GraphQL.
  */
-import { ClientError, GraphQLClient } from "graphql-request";
-import { z } from "zod";
-import { AgentError, codeForStatus, GmsError } from "../errors.ts";
+import * as v from "valibot";
+import { AgentError, GmsError } from "../errors.ts";
 import type { Logger } from "../observe/log.ts";
-import { metrics } from "../observe/metrics.ts";
 import {
   ENTITY,
   idOf,
@@ -30,7 +28,7 @@ import {
   type SignalValue,
   type Versioned,
 } from "../request.ts";
-import { authHint, type GmsConnection, GmsHttp, parseRetryAfter } from "./http.ts";
+import { authHint, type GmsConnection, GmsHttp } from "./http.ts";
 import {
   badResponse,
   discoverList,
@@ -74,21 +72,31 @@ export interface WriteOptions {
 
 const ENTITY_PATH = `/openapi/v3/entity/${ENTITY.toLowerCase()}`;
 
-const aspectEnvelope = z.object({
-  value: z.unknown(),
-  systemMetadata: z.object({
-    version: z.union([z.string(), z.number()]).optional(),
-    lastObserved: z.union([z.string(), z.number()]).nullish(),
-    properties: z.record(z.string(), z.unknown()).optional(),
-  }).loose().optional(),
-}).loose();
-const entitySchema = z.object({ urn: z.string() }).catchall(z.unknown());
+const aspectEnvelope = v.looseObject({
+  value: v.unknown(),
+  systemMetadata: v.optional(v.looseObject({
+    version: v.optional(v.union([v.string(), v.number()])),
+    lastObserved: v.nullish(v.union([v.string(), v.number()])),
+    properties: v.optional(v.record(v.string(), v.unknown())),
+  })),
+});
+const entitySchema = v.looseObject({ urn: v.string() });
+const list = v.array(v.unknown());
+const serverConfig = v.looseObject({
+  versions: v.record(v.string(), v.looseObject({ version: v.string() })),
+});
+/** DataHub's version in a `GET /config` answer, if it names one. */
+export function serverVersionOf(body: unknown): string | undefined {
+  const parsed = v.safeParse(serverConfig, body);
+  return parsed.success ? parsed.output.versions["acryldata/datahub"]?.version : undefined;
+}
 
-const secretValues = z.array(z.object({ name: z.string(), value: z.string() })).nullish();
+const secretAnswer = v.object({
+  getSecretValues: v.nullish(v.array(v.object({ name: v.string(), value: v.string() }))),
+});
 
 export class GmsClient implements GmsApi {
   readonly http: GmsHttp;
-  readonly #graphql: GraphQLClient;
   readonly #log: Logger;
   #mode: DiscoveryMode | undefined;
   #serverVersion: string | undefined;
@@ -97,10 +105,6 @@ export class GmsClient implements GmsApi {
     this.http = new GmsHttp(conn, log);
     this.#log = log;
     this.#mode = options.mode;
-    this.#graphql = new GraphQLClient(`${this.http.server}/api/graphql`, {
-      fetch: this.http.fetch,
-      errorPolicy: "all",
-    });
   }
 
   get mode(): DiscoveryMode | undefined {
@@ -115,55 +119,41 @@ export class GmsClient implements GmsApi {
   readonly #query: GraphqlQuery = (operation, document, variables) =>
     this.graphql(operation, document, variables);
 
-  /** One GraphQL request; errors become GmsError (auth, rejected, unreachable). */
+  /**
+   * One GraphQL request (a JSON POST to /api/graphql; the documents are operations.ts's); errors
+   * become GmsError (auth, rejected, unreachable). Data with errors beside it is returned.
+   */
   async graphql<T>(
     operation: string,
     document: string,
     variables: Record<string, unknown>,
   ): Promise<T> {
-    const started = performance.now();
-    const record = (outcome: string) =>
-      metrics.gmsRequest(operation, outcome, (performance.now() - started) / 1000);
-    let res;
-    try {
-      res = await this.#graphql.rawRequest<T>(document, variables);
-    } catch (err) {
-      record(
-        err instanceof ClientError
-          ? codeForStatus(err.response.status).toLowerCase()
-          : "gms_unreachable",
-      );
-      if (err instanceof ClientError) {
-        const status = err.response.status;
-        const detail = err.response.errors?.map((e) => e.message).join("; ").slice(0, 500);
-        throw new GmsError(
-          codeForStatus(status),
-          operation,
-          `HTTP ${status}${detail ? `: ${detail}` : ""}${authHint(status)}`,
-          { status, retryAfterMs: parseRetryAfter(retryAfterOf(err.response.headers)) },
-        );
-      }
-      throw this.http.failure(operation, err);
-    }
-    record(res.errors?.length ? "graphql_errors" : "ok");
-    if (res.errors?.length) {
-      const denied = res.errors.some((e) => {
-        const code = (e.extensions as { code?: unknown } | undefined)?.code;
+    const operationName = /^\s*(?:query|mutation)\s+(\w+)/m.exec(document)?.[1];
+    const { body } = await this.http.json(operation, "POST", "/api/graphql", {
+      body: { query: document, variables, ...(operationName ? { operationName } : {}) },
+      outcomeOf: (b) => graphqlErrors(b).length ? "graphql_errors" : "ok",
+    });
+    const errors = graphqlErrors(body);
+    const data = body && typeof body === "object" ? (body as { data?: unknown }).data : undefined;
+    if (errors.length) {
+      const denied = errors.some((e) => {
+        const code = e.extensions?.code;
         return code === 401 || code === 403 || /unauthori[sz]ed/i.test(e.message);
       });
-      const msg = res.errors.map((e) => e.message).join("; ").slice(0, 1000);
-      if (res.data === undefined || res.data === null || denied) {
+      const msg = errors.map((e) => e.message).join("; ").slice(0, 1000);
+      if (data === undefined || data === null || denied) {
         throw new GmsError(
           denied ? "GMS_AUTH" : "GMS_REJECTED",
           operation,
           msg + authHint(denied ? 403 : undefined),
-          {
-            status: denied ? 403 : undefined,
-          },
+          { status: denied ? 403 : undefined },
         );
       }
     }
-    return res.data as T;
+    if (data === undefined || data === null) {
+      throw new GmsError("GMS_BAD_RESPONSE", operation, "GraphQL answer without data or errors");
+    }
+    return data as T;
   }
 
   /** Which discovery query this GMS understands; decided once (SPEC §2.3–2.4, §7). */
@@ -171,12 +161,7 @@ export class GmsClient implements GmsApi {
     if (this.#mode) return this.#mode;
     try {
       const { body } = await this.http.json("config", "GET", "/config");
-      const version = z.object({
-        versions: z.record(z.string(), z.object({ version: z.string() }).loose()),
-      }).loose().safeParse(body);
-      this.#serverVersion = version.success
-        ? version.data.versions["acryldata/datahub"]?.version
-        : undefined;
+      this.#serverVersion = serverVersionOf(body);
     } catch (err) {
       if (err instanceof GmsError && err.code === "GMS_AUTH") throw err;
       this.#log.debug("GMS /config unavailable; will probe the search query", { error: err });
@@ -238,9 +223,9 @@ export class GmsClient implements GmsApi {
       query: { systemMetadata: "true" },
       body: urns.map((urn) => ({ urn, [SIGNAL_ASPECT]: {} })),
     });
-    const list = z.array(z.unknown()).safeParse(body);
-    if (!list.success) throw badResponse("readSignals", list.error);
-    for (const item of list.data) {
+    const items = v.safeParse(list, body);
+    if (!items.success) throw badResponse("readSignals", items.issues);
+    for (const item of items.output) {
       const state = toRequestState(item, "readSignals");
       if (state.signal) out.set(state.urn, state.signal);
     }
@@ -263,13 +248,13 @@ export class GmsClient implements GmsApi {
       body: [{ urn, [RESULT_ASPECT]: aspect }],
     });
     // Without systemMetadata in the answer the version is unknown, not "?": the caller re-reads.
-    const written = z.array(z.unknown()).safeParse(body);
-    const first = written.success ? written.data[0] : undefined;
+    const written = v.safeParse(list, body);
+    const first = written.success ? written.output[0] : undefined;
     const raw = first && typeof first === "object"
       ? (first as Record<string, unknown>)[RESULT_ASPECT]
       : undefined;
-    const env = aspectEnvelope.safeParse(raw);
-    const version = env.success ? env.data.systemMetadata?.version : undefined;
+    const env = v.safeParse(aspectEnvelope, raw);
+    const version = env.success ? env.output.systemMetadata?.version : undefined;
     return version === undefined ? undefined : String(version);
   }
 
@@ -299,9 +284,9 @@ export class GmsClient implements GmsApi {
       }
       throw err;
     }
-    const parsed = z.object({ getSecretValues: secretValues }).safeParse(data);
-    if (!parsed.success) throw badResponse("getSecretValues", parsed.error);
-    for (const { name, value } of parsed.data.getSecretValues ?? []) out.set(name, value);
+    const parsed = v.safeParse(secretAnswer, data);
+    if (!parsed.success) throw badResponse("getSecretValues", parsed.issues);
+    for (const { name, value } of parsed.output.getSecretValues ?? []) out.set(name, value);
     return out;
   }
 
@@ -311,40 +296,55 @@ export class GmsClient implements GmsApi {
 }
 
 function toRequestState(body: unknown, operation: string): RequestState {
-  const entity = entitySchema.safeParse(body);
-  if (!entity.success) throw badResponse(operation, entity.error);
-  const aspect = <T>(name: string, schema: z.ZodType<T>): Versioned<T> | undefined => {
-    const raw = entity.data[name];
+  const entity = v.safeParse(entitySchema, body);
+  if (!entity.success) throw badResponse(operation, entity.issues);
+  const fields = entity.output as Record<string, unknown>;
+  const aspect = <T>(
+    name: string,
+    schema: v.GenericSchema<unknown, T>,
+  ): Versioned<T> | undefined => {
+    const raw = fields[name];
     if (raw === undefined || raw === null) return undefined;
-    const env = aspectEnvelope.safeParse(raw);
-    if (!env.success) throw badResponse(`${operation} ${name}`, env.error);
-    const value = schema.safeParse(env.data.value);
-    if (!value.success) throw badResponse(`${operation} ${name}`, value.error);
+    const env = v.safeParse(aspectEnvelope, raw);
+    if (!env.success) throw badResponse(`${operation} ${name}`, env.issues);
+    const value = v.safeParse(schema, env.output.value);
+    if (!value.success) throw badResponse(`${operation} ${name}`, value.issues);
     const props: Record<string, string> = {};
-    for (const [k, v] of Object.entries(env.data.systemMetadata?.properties ?? {})) {
-      props[k] = String(v);
+    for (const [k, p] of Object.entries(env.output.systemMetadata?.properties ?? {})) {
+      props[k] = String(p);
     }
-    const observed = Number(env.data.systemMetadata?.lastObserved);
+    const observed = Number(env.output.systemMetadata?.lastObserved);
     return {
-      value: value.data,
-      version: String(env.data.systemMetadata?.version ?? "1"),
+      value: value.output,
+      version: String(env.output.systemMetadata?.version ?? "1"),
       properties: props,
       ...(Number.isFinite(observed) && observed > 0 ? { lastObserved: observed } : {}),
     };
   };
   const input = aspect(INPUT_ASPECT, inputSchema);
   return {
-    urn: entity.data.urn,
-    id: idOf(entity.data.urn),
+    urn: entity.output.urn,
+    id: idOf(entity.output.urn),
     input: input?.value,
     result: aspect(RESULT_ASPECT, resultSchema),
     signal: aspect(SIGNAL_ASPECT, signalSchema),
   };
 }
 
-function retryAfterOf(headers: unknown): string | undefined {
-  if (headers && typeof (headers as Headers).get === "function") {
-    return (headers as Headers).get("retry-after") ?? undefined;
-  }
-  return undefined;
+interface GraphqlError {
+  message: string;
+  extensions?: { code?: unknown };
+}
+
+/** The `errors` of a GraphQL answer (each with a message). */
+function graphqlErrors(body: unknown): GraphqlError[] {
+  const errors = body && typeof body === "object" ? (body as { errors?: unknown }).errors : [];
+  if (!Array.isArray(errors)) return [];
+  return errors.map((e) => {
+    const o = e && typeof e === "object" ? e as Record<string, unknown> : {};
+    const extensions = o.extensions && typeof o.extensions === "object"
+      ? o.extensions as { code?: unknown }
+      : undefined;
+    return { message: String(o.message ?? e), ...(extensions ? { extensions } : {}) };
+  });
 }

@@ -3,7 +3,7 @@
  * its RUNNING ones for the reaper), in the two forms GMS versions understand (SPEC §2.3–2.4):
  * `searchAcrossEntities` (v1.2.0+) and `listExecutionRequests` (v1.1.x, executorId checked here).
  */
-import { z } from "zod";
+import * as v from "valibot";
 import type { Candidate } from "../request.ts";
 import { GmsError } from "../errors.ts";
 import { DISCOVER_LIST, DISCOVER_SEARCH } from "./operations.ts";
@@ -52,31 +52,37 @@ export interface DiscoveryPages {
   runningStart?: number;
 }
 
-const searchEntity = z.object({
-  urn: z.string(),
-  input: z.object({
-    task: z.string(),
-    executorId: z.string().nullish(),
-    requestedAt: z.number().nullish(),
-    source: z.object({
-      type: z.string().nullish(),
-      ingestionSource: z.string().nullish(),
-    }).nullish(),
-  }).nullish(),
-  result: z.object({
-    status: z.string(),
-    startTimeMs: z.number().nullish(),
-    durationMs: z.number().nullish(),
-  }).nullish(),
+const searchEntity = v.object({
+  urn: v.string(),
+  input: v.nullish(v.object({
+    task: v.string(),
+    executorId: v.nullish(v.string()),
+    requestedAt: v.nullish(v.number()),
+    source: v.nullish(v.object({
+      type: v.nullish(v.string()),
+      ingestionSource: v.nullish(v.string()),
+    })),
+  })),
+  result: v.nullish(v.object({
+    status: v.string(),
+    startTimeMs: v.nullish(v.number()),
+    durationMs: v.nullish(v.number()),
+  })),
 });
-const searchPage = z.object({
-  total: z.number().nullish(),
-  searchResults: z.array(z.object({ entity: searchEntity.or(z.object({ urn: z.string() })) })),
-}).nullish();
-const listPage = z.object({
-  total: z.number().nullish(),
-  executionRequests: z.array(searchEntity),
-}).nullish();
+type SearchEntity = v.InferOutput<typeof searchEntity>;
+const searchPage = v.nullish(v.object({
+  total: v.nullish(v.number()),
+  searchResults: v.array(v.object({
+    entity: v.union([searchEntity, v.object({ urn: v.string() })]),
+  })),
+}));
+const searchAnswer = v.object({ pending: searchPage, running: searchPage });
+const listPage = v.nullish(v.object({
+  total: v.nullish(v.number()),
+  executionRequests: v.array(searchEntity),
+}));
+const listAnswer = v.object({ pending: listPage, running: listPage });
+
 export async function discoverSearch(
   query: GraphqlQuery,
   executorId: string,
@@ -87,13 +93,11 @@ export async function discoverSearch(
     DISCOVER_SEARCH,
     searchVariables(executorId, pages),
   );
-  const parsed = z.object({ pending: searchPage, running: searchPage }).safeParse(data);
-  if (!parsed.success) throw badResponse("discover", parsed.error);
-  const entities = (page: z.infer<typeof searchPage>) =>
-    (page?.searchResults ?? []).map((r) => r.entity).filter((
-      e,
-    ): e is z.infer<typeof searchEntity> => "input" in e);
-  const { pending, running } = parsed.data;
+  const parsed = v.safeParse(searchAnswer, data);
+  if (!parsed.success) throw badResponse("discover", parsed.issues);
+  const entities = (page: v.InferOutput<typeof searchPage>) =>
+    (page?.searchResults ?? []).map((r) => r.entity).filter((e): e is SearchEntity => "input" in e);
+  const { pending, running } = parsed.output;
   return toDiscovery(entities(pending), entities(running), executorId, {
     pending: pageInfo(pages.pendingStart, pending?.searchResults.length, pending?.total),
     running: pageInfo(pages.runningStart, running?.searchResults.length, running?.total),
@@ -106,9 +110,9 @@ export async function discoverList(
   pages: DiscoveryPages,
 ): Promise<Discovery> {
   const data = await query("discover", DISCOVER_LIST, listVariables(pages));
-  const parsed = z.object({ pending: listPage, running: listPage }).safeParse(data);
-  if (!parsed.success) throw badResponse("discover", parsed.error);
-  const { pending, running } = parsed.data;
+  const parsed = v.safeParse(listAnswer, data);
+  if (!parsed.success) throw badResponse("discover", parsed.issues);
+  const { pending, running } = parsed.output;
   return toDiscovery(
     pending?.executionRequests ?? [],
     running?.executionRequests ?? [],
@@ -160,12 +164,12 @@ function pageInfo(
 }
 
 function toDiscovery(
-  pending: z.infer<typeof searchEntity>[],
-  running: z.infer<typeof searchEntity>[],
+  pending: SearchEntity[],
+  running: SearchEntity[],
   executorId: string,
   pages: Discovery["pages"],
 ): Discovery {
-  const routedTo = (e: z.infer<typeof searchEntity>) => e.input?.executorId || "default";
+  const routedTo = (e: SearchEntity) => e.input?.executorId || "default";
   return {
     pending: pending
       .filter((e) => !e.result && e.input && routedTo(e) === executorId)
@@ -193,7 +197,7 @@ function toDiscovery(
 
 /** The ingestion source of a request, and whether its schedule started it. */
 function sourceOf(
-  e: z.infer<typeof searchEntity>,
+  e: SearchEntity,
 ): Pick<Candidate, "ingestionSource" | "scheduled"> {
   const source = e.input?.source;
   if (!source?.ingestionSource) return {};
@@ -204,13 +208,15 @@ function sourceOf(
 }
 
 /** An answer that does not have the shape we read. */
-export function badResponse(operation: string, error: z.ZodError): GmsError {
-  const first = error.issues[0];
+export function badResponse(
+  operation: string,
+  issues: readonly v.BaseIssue<unknown>[],
+): GmsError {
+  const first = issues[0];
+  const at = first?.path?.map((p) => String(p.key)).join(".") || "(root)";
   return new GmsError(
     "GMS_BAD_RESPONSE",
     operation,
-    `unexpected answer from GMS${
-      first ? ` at ${first.path.join(".") || "(root)"}: ${first.message}` : ""
-    }`,
+    `unexpected answer from GMS${first ? ` at ${at}: ${first.message}` : ""}`,
   );
 }

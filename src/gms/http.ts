@@ -1,12 +1,11 @@
 /**
- * The HTTP transport to GMS: one keep-alive connection pool (undici; TLS, proxy and the mapping
- * of network failures are transport.ts's), authentication (a token from `datahub.token_file` is
+ * The HTTP transport to GMS: one keep-alive connection pool (node:http; TLS, proxy and the
+ * mapping of network failures are transport.ts's), authentication (a token from `datahub.token_file` is
  * checked before requests, token_file.ts), a non-browser User-Agent, a per-request deadline, and
  * the mapping of every failure to a GmsError with a stable code. It never retries, except once
  * after a 401 when the token file holds a new token: retry policy belongs to the callers (see
  * errors.ts `isRetryable`).
  */
-import { fetch as undiciFetch, request } from "undici";
 import { codeForStatus, GmsError } from "../errors.ts";
 import { type Logger, silentLogger } from "../observe/log.ts";
 import { metrics } from "../observe/metrics.ts";
@@ -47,6 +46,8 @@ export interface RequestOptions {
   query?: Record<string, string | string[]>;
   body?: unknown;
   headers?: Record<string, string>;
+  /** The outcome a 2xx answer is counted as in the metrics (default "ok"; GraphQL: errors). */
+  outcomeOf?: (body: unknown) => string;
 }
 
 /** How the agent authenticates, for logs and error messages (never the credential itself). */
@@ -160,77 +161,49 @@ export class GmsHttp {
       metrics.gmsRequest(operation, code, (performance.now() - started) / 1000);
     };
     let res;
-    let text: string;
     for (let attempt = 0;; attempt++) {
       try {
-        const signal = AbortSignal.timeout(this.#timeoutMs);
-        res = await withDeadline(
-          request(url, {
-            method: method as "GET",
-            headers: await this.#withAuth(base),
-            body: payload,
-            dispatcher: this.#transport.dispatcher,
-            signal,
-          }),
-          signal,
+        const headers = await this.#withAuth(base);
+        res = await this.#transport.send(
+          method,
+          url,
+          headers,
+          payload,
+          AbortSignal.timeout(this.#timeoutMs),
         );
-        text = await res.body.text();
       } catch (err) {
         const e = this.failure(operation, err);
         done(undefined, e.code.toLowerCase());
         throw e;
       }
-      if (attempt > 0 || !await this.#rotated(res.statusCode)) break;
+      if (attempt > 0 || !await this.#rotated(res.status)) break;
     }
     let body: unknown = undefined;
-    if (text) {
+    if (res.text) {
       try {
-        body = JSON.parse(text);
+        body = JSON.parse(res.text);
       } catch {
-        body = text;
+        body = res.text;
       }
     }
     this.#observeDate(res.headers.date);
-    const ok = res.statusCode >= 200 && res.statusCode < 300;
-    done(res.statusCode, ok ? "ok" : codeForStatus(res.statusCode).toLowerCase());
-    if (ok) return { status: res.statusCode, body };
+    const ok = res.status >= 200 && res.status < 300;
+    done(
+      res.status,
+      ok ? options.outcomeOf?.(body) ?? "ok" : codeForStatus(res.status).toLowerCase(),
+    );
+    if (ok) return { status: res.status, body };
     const retryAfter = res.headers["retry-after"];
     throw new GmsError(
-      codeForStatus(res.statusCode),
+      codeForStatus(res.status),
       operation,
-      describeHttpFailure(res.statusCode, body),
+      describeHttpFailure(res.status, body),
       {
-        status: res.statusCode,
+        status: res.status,
         retryAfterMs: parseRetryAfter(Array.isArray(retryAfter) ? retryAfter[0] : retryAfter),
       },
     );
   }
-
-  /** A fetch bound to this pool and these headers, for graphql-request (bodies are strings). */
-  readonly fetch = async (input: string | URL | Request, init?: RequestInit): Promise<Response> => {
-    const base: Record<string, string> = { ...this.#headers };
-    new Headers(init?.headers).forEach((v, k) => base[k] = v);
-    const send = async () =>
-      await undiciFetch(input as string, {
-        ...(init as object),
-        headers: await this.#withAuth(base),
-        dispatcher: this.#transport.dispatcher,
-        signal: AbortSignal.timeout(this.#timeoutMs),
-      });
-    try {
-      let res = await send();
-      if (await this.#rotated(res.status)) {
-        await res.body?.cancel();
-        res = await send();
-      }
-      this.#observeDate(res.headers.get("date") ?? undefined);
-      this.onExchange(exchangeOutcome(res.status));
-      return res as unknown as Response;
-    } catch (err) {
-      this.onExchange("failed");
-      throw err;
-    }
-  };
 
   /**
    * GMS's clock now: ours plus the offset seen in its latest `Date` header. Leases of a pool are
@@ -261,31 +234,15 @@ export class GmsHttp {
   }
 }
 
-/**
- * The request, or the signal's reason when it fires first: undici's proxy tunnel does not watch
- * the signal while it waits for the proxy. A request that answers later is drained.
- */
-function withDeadline<T extends { body: { dump(): Promise<void> } }>(
-  pending: Promise<T>,
-  signal: AbortSignal,
-): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason);
-  let onAbort = () => {};
-  const aborted = new Promise<never>((_, reject) => {
-    onAbort = () => reject(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-  });
-  return Promise.race([pending, aborted]).finally(() => {
-    signal.removeEventListener("abort", onAbort);
-    if (signal.aborted) pending.then((res) => res.body.dump(), () => {});
-  });
-}
-
 function describeHttpFailure(status: number, body: unknown): string {
   let detail = "";
   if (body && typeof body === "object") {
-    const b = body as { message?: unknown; error?: unknown };
-    detail = String(b.message ?? b.error ?? "");
+    const b = body as { message?: unknown; error?: unknown; errors?: unknown };
+    // GraphQL puts its reasons in errors[].message.
+    const reasons = Array.isArray(b.errors)
+      ? b.errors.map((e) => (e as { message?: unknown } | null)?.message).filter(Boolean)
+      : [];
+    detail = String(b.message ?? b.error ?? (reasons.length ? reasons.join("; ") : ""));
   } else if (typeof body === "string") {
     detail = body;
   }

@@ -33,6 +33,8 @@ interface Seen {
   url: string;
   headers: http.IncomingHttpHeaders;
   body: string;
+  /** The client's port: one per connection. */
+  remotePort: number | undefined;
 }
 
 interface TestServer {
@@ -51,7 +53,13 @@ async function startServer(handler: Handler): Promise<TestServer> {
     req.setEncoding("utf8");
     req.on("data", (c: string) => body += c);
     req.on("end", () => {
-      seen.push({ method: req.method!, url: req.url!, headers: req.headers, body });
+      seen.push({
+        method: req.method!,
+        url: req.url!,
+        headers: req.headers,
+        body,
+        remotePort: req.socket.remotePort,
+      });
       handler(req, res, body);
     });
   });
@@ -253,23 +261,27 @@ Deno.test("GmsHttp: a server that never answers is GMS_TIMEOUT after the configu
   });
 });
 
-Deno.test("GmsHttp.fetch: adds auth and user-agent to the caller's headers", async () => {
+Deno.test("GmsHttp.json: adds auth and user-agent to the caller's headers; one kept-alive connection", async () => {
   await withServer(
     (_req, res) => json(res, 200, { data: { ok: true } }),
     { token: "tok-9" },
     async (client, server) => {
-      const res = await client.fetch(`${server.url}/api/graphql`, {
-        method: "POST",
-        headers: { "content-type": "application/json", "x-extra": "1" },
-        body: JSON.stringify({ query: "{ ok }" }),
-      });
-      assert.equal(res.status, 200);
-      assert.deepEqual(await res.json(), { data: { ok: true } });
+      for (let i = 0; i < 3; i++) {
+        const res = await client.json("graphql", "POST", "/api/graphql", {
+          headers: { "x-extra": "1" },
+          body: { query: "{ ok }" },
+        });
+        assert.equal(res.status, 200);
+        assert.deepEqual(res.body, { data: { ok: true } });
+      }
       const req = server.seen[0]!;
       assert.equal(req.headers.authorization, "Bearer tok-9");
       assert.equal(req.headers["user-agent"], `ingest-agent/${VERSION}`);
       assert.equal(req.headers["x-extra"], "1");
+      assert.equal(req.headers["content-type"], "application/json");
       assert.equal(req.body, JSON.stringify({ query: "{ ok }" }));
+      const ports = new Set(server.seen.map((r) => r.remotePort));
+      assert.equal(ports.size, 1, `3 requests on ${ports.size} connections`);
     },
   );
 });

@@ -60,12 +60,11 @@ Deno.test("GmsHttp with token_file: a 401 re-reads the file and retries once wit
     assert.equal((await client.json("read", "GET", "/x")).status, 200);
     assert.deepEqual(statuses, [200, 401, 200]);
     assert.deepEqual(secrets.at(-1), "datahub.token_file=new-token-bbbb", "masked before use");
-    // graphql-request's fetch path does the same.
+    // And again for a POST (the GraphQL path).
     await writeFile(file, "third-token-cccc\n");
     accept("third-token-cccc");
-    const res = await client.fetch(`${client.server}/api/graphql`, { method: "POST", body: "{}" });
+    const res = await client.json("graphql", "POST", "/api/graphql", { body: {} });
     assert.equal(res.status, 200);
-    await res.text();
     assert.deepEqual(statuses, [200, 401, 200, 401, 200]);
   });
 });

@@ -1,26 +1,34 @@
 /**
- * The connection to GMS below HTTP: one undici dispatcher for every request (the OpenAPI calls
- * and graphql-request's fetch), with
+ * The connection to GMS below HTTP: one keep-alive pool of node:http(s) sockets for every request
+ * (the OpenAPI calls and the GraphQL POSTs), with
  *   - TLS: `datahub.tls.ca_file` added to the roots Node trusts by default (its bundled roots and
  *     NODE_EXTRA_CA_CERTS), a client certificate (`cert_file`/`key_file`), or no verification;
- *     the same options reach GMS through a proxy's CONNECT tunnel (`requestTls`), and the CA and
- *     verification setting an https:// proxy itself (`proxyTls`);
+ *     the same options reach GMS through a proxy's CONNECT tunnel (tunnel.ts), and the CA and
+ *     verification setting an https:// proxy itself;
  *   - the proxy: `datahub.proxy`, else HTTPS_PROXY/HTTP_PROXY (lower case first), NO_PROXY honoured;
- *   - a bounded CONNECT: undici's proxy client waits 300 s for the proxy's answer and ignores the
- *     request's AbortSignal meanwhile, so its headers timeout is `datahub.timeout` here (GmsHttp
- *     also races every request against its deadline);
+ *     every request to GMS goes through a CONNECT tunnel then, plain HTTP ones too;
+ *   - a deadline on everything: the caller's AbortSignal ends a request in any phase (DNS,
+ *     connect, CONNECT, TLS, headers, body), and an unanswered CONNECT fails within
+ *     `datahub.timeout` on its own;
  *   - the mapping of network failures to a GmsError whose message names the problem and the
  *     option that fixes it (a certificate GMS's chain is not trusted by: `datahub.tls.ca_file`; a
  *     client certificate GMS wants: `datahub.tls.cert_file`; a proxy refusing the tunnel).
- * A TLS 1.3 server that refuses the client's certificate sends its alert after the handshake, and
- * undici reports only "other side closed": every socket is watched for such alerts, and a close
- * right after one is reported as that alert.
+ * A TLS 1.3 server that refuses the client's certificate sends its alert after the handshake,
+ * and the request may then see only a reset: every socket is watched for such alerts, and a
+ * close right after one is reported as that alert.
+ *
+ * node:http rather than undici (the stack's first choice): the same pool costs far less idle
+ * memory (undici's WebAssembly HTTP parser and its module graph; see BENCHMARKS.md, issue 15).
+ * node:https and node:tls are loaded only when GMS or the proxy is https:// (about 4 MiB idle).
  */
+import { Buffer } from "node:buffer";
 import { readFileSync } from "node:fs";
+import http from "node:http";
+import type { Socket } from "node:net";
 import process from "node:process";
-import tls from "node:tls";
-import { buildConnector, EnvHttpProxyAgent, Pool } from "undici";
+import type tls from "node:tls";
 import { GmsError } from "../errors.ts";
+import { builtin, openTunnel, ProxyRefusal } from "./tunnel.ts";
 
 export interface TransportOptions {
   server: string;
@@ -28,7 +36,7 @@ export interface TransportOptions {
   /** `datahub.proxy` ("" or undefined: the environment's). */
   proxy?: string;
   tls?: { caFile?: string; certFile?: string; keyFile?: string; insecureSkipVerify?: boolean };
-  /** Where HTTPS_PROXY/NO_PROXY are read (default: process.env, as undici does). */
+  /** Where HTTPS_PROXY/NO_PROXY are read (default: process.env). */
   env?: Record<string, string | undefined>;
 }
 
@@ -42,24 +50,39 @@ export function tlsProblemOf(err: unknown): TlsProblem | undefined {
   return err instanceof GmsError ? tlsProblems.get(err) : undefined;
 }
 
-type Connector = ReturnType<typeof buildConnector> & { watched?: true };
+/** One HTTP answer, its body read whole. */
+export interface HttpAnswer {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  text: string;
+}
 
 /** How long after a TLS alert a closed connection is blamed on it. */
 const ALERT_WINDOW_MS = 5_000;
+/** Idle keep-alive sockets are closed after this (or earlier when the server's Keep-Alive says). */
+const IDLE_SOCKET_MS = 30_000;
+
+type CreateConnection = (
+  options: http.ClientRequestArgs,
+  callback: (err: Error | null, socket?: Socket) => void,
+) => Socket | undefined;
 
 export class Transport {
-  readonly dispatcher: EnvHttpProxyAgent;
   /** The proxy requests to the server go through (user info hidden), and who set it. */
   readonly route: { proxy?: string; variable?: string; noProxy?: string };
   /** Secrets of the transport (a proxy password) to mask, by name. */
   readonly secrets: Array<[string, string]> = [];
   readonly #o: TransportOptions;
   readonly #host: string;
+  readonly #agent: http.Agent;
+  readonly #secure: boolean;
+  readonly #request: typeof http.request;
   #alert: { error: Error & { code?: string }; at: number } | undefined;
 
   constructor(o: TransportOptions) {
     this.#o = o;
     this.#host = hostOf(o.server);
+    this.#secure = /^https:/i.test(o.server);
     const env = o.env ?? process.env;
     const route = proxyFor(o.server, env, o.proxy);
     this.route = route.proxy ? { ...route, proxy: withoutUserinfo(route.proxy) } : route;
@@ -67,51 +90,78 @@ export class Transport {
     if (password) this.secrets.push(["proxy password", password]);
     const t = o.tls ?? {};
     const ca = t.caFile ? [...defaultRoots(), readFileSync(t.caFile, "utf8")] : undefined;
-    const trust = {
+    const trust: tls.ConnectionOptions = {
       ...(ca ? { ca } : {}),
       ...(t.insecureSkipVerify ? { rejectUnauthorized: false } : {}),
     };
     const identity = t.certFile && t.keyFile
       ? { cert: readFileSync(t.certFile, "utf8"), key: readFileSync(t.keyFile, "utf8") }
       : {};
-    const connectTimeout = Math.min(o.timeoutMs, 10_000);
-    const timeouts = { headersTimeout: o.timeoutMs, bodyTimeout: o.timeoutMs };
-    this.dispatcher = new EnvHttpProxyAgent({
-      keepAliveTimeout: 30_000,
-      connections: 16,
-      ...timeouts,
-      connectTimeout,
-      // Direct connections.
-      connect: buildConnector({ ...trust, ...identity, timeout: connectTimeout }),
-      // Through a proxy: TLS to GMS inside the tunnel, and to an https:// proxy itself.
-      requestTls: { ...trust, ...identity, timeout: connectTimeout },
-      proxyTls: { ...trust, timeout: connectTimeout },
-      // The proxy's answer to CONNECT is awaited at most datahub.timeout.
-      clientFactory: (url: URL, opts: object) => new Pool(url, { ...opts, ...timeouts }),
-      factory: (origin: string | URL, opts: object) => {
-        const connect = (opts as { connect?: unknown }).connect;
-        return new Pool(origin, {
-          ...opts,
-          ...(typeof connect === "function" ? { connect: this.#watch(connect as Connector) } : {}),
-        });
-      },
-      ...(o.proxy ? { httpProxy: o.proxy, httpsProxy: o.proxy } : {}),
+    const pool = { keepAlive: true, maxSockets: 16, maxFreeSockets: 16, timeout: IDLE_SOCKET_MS };
+    const https = this.#secure ? builtin<typeof import("node:https")>("node:https") : undefined;
+    this.#agent = https
+      ? new https.Agent({ ...pool, ...trust, ...identity })
+      : new http.Agent(pool);
+    this.#request = https ? https.request : http.request;
+    const agent = this.#agent as unknown as { createConnection: CreateConnection };
+    const direct = agent.createConnection.bind(agent);
+    const proxy = route.proxy ? new URL(route.proxy) : undefined;
+    agent.createConnection = (options, callback) => {
+      if (!proxy) return this.#watch(direct(options, callback));
+      openTunnel({
+        proxy,
+        host: String(options.host ?? options.hostname ?? ""),
+        port: Number(options.port) || (this.#secure ? 443 : 80),
+        targetTls: this.#secure ? { ...trust, ...identity } : undefined,
+        proxyTls: trust,
+        timeoutMs: o.timeoutMs,
+      }).then((socket) => callback(null, this.#watch(socket)), (err) => callback(err));
+      return undefined;
+    };
+  }
+
+  /**
+   * One request to GMS: resolves with the answer (any status), rejects with the network error
+   * (for `failure`) or the signal's abort.
+   */
+  send(
+    method: string,
+    url: URL,
+    headers: Record<string, string>,
+    body: string | undefined,
+    signal: AbortSignal,
+  ): Promise<HttpAnswer> {
+    return new Promise<HttpAnswer>((resolve, reject) => {
+      const req = this.#request(url, {
+        method,
+        headers: body === undefined
+          ? headers
+          : { ...headers, "content-length": String(Buffer.byteLength(body)) },
+        agent: this.#agent,
+        signal,
+      });
+      req.once("error", reject);
+      req.once("response", (res) => {
+        const chunks: string[] = [];
+        res.setEncoding("utf8");
+        res.on("data", (chunk: string) => chunks.push(chunk));
+        res.once("error", reject);
+        res.once(
+          "end",
+          () =>
+            resolve({ status: res.statusCode ?? 0, headers: res.headers, text: chunks.join("") }),
+        );
+      });
+      req.end(body);
     });
   }
 
-  /** Records TLS alerts of the connector's sockets (see the module comment). */
-  #watch(connect: Connector): Connector {
-    if (connect.watched) return connect;
-    const watched: Connector = (opts, callback) =>
-      connect(opts, (...args) => {
-        const socket = args[1];
-        socket?.on("error", (error: Error & { code?: string }) => {
-          if (CLIENT_ALERT.test(error.code ?? "")) this.#alert = { error, at: Date.now() };
-        });
-        callback(...args);
-      });
-    watched.watched = true;
-    return watched;
+  /** Records TLS alerts of a socket (see the module comment). */
+  #watch<T extends Socket | undefined>(socket: T): T {
+    socket?.on("error", (error: Error & { code?: string }) => {
+      if (CLIENT_ALERT.test(error.code ?? "")) this.#alert = { error, at: Date.now() };
+    });
+    return socket;
   }
 
   /** A network failure (not an HTTP answer) as a GmsError naming the problem and its fix. */
@@ -136,9 +186,9 @@ export class Transport {
       return e;
     };
 
-    const refused = chain.map((e) => /^Proxy response \((\d+)\)/.exec(e.message)).find(Boolean);
+    const refused = chain.find((e): e is ProxyRefusal => e instanceof ProxyRefusal);
     if (refused) {
-      const status = Number(refused[1]);
+      const status = refused.status;
       return make(
         "GMS_UNREACHABLE",
         `cannot reach GMS: the proxy ${this.route.proxy ?? ""} refused the tunnel (CONNECT ${
@@ -194,19 +244,15 @@ export class Transport {
   }
 
   close(): Promise<void> {
-    return this.dispatcher.close();
+    this.#agent.destroy();
+    return Promise.resolve();
   }
 }
 
-const TIMEOUT_CODES = new Set([
-  "UND_ERR_CONNECT_TIMEOUT",
-  "UND_ERR_HEADERS_TIMEOUT",
-  "UND_ERR_BODY_TIMEOUT",
-  "ETIMEDOUT",
-]);
+const TIMEOUT_CODES = new Set(["ETIMEDOUT"]);
 
-/** A connection closed under the request (what undici reports after a late TLS alert). */
-const CLOSED = new Set(["UND_ERR_SOCKET", "ECONNRESET", "EPIPE", "UND_ERR_CLOSED"]);
+/** A connection closed under the request (what a late TLS alert may look like). */
+const CLOSED = new Set(["ECONNRESET", "EPIPE"]);
 
 /** Alerts a server sends about the client's certificate (Node: ERR_SSL_<OpenSSL reason>). */
 const CLIENT_ALERT =
@@ -229,6 +275,7 @@ function causes(err: unknown): Array<Error & { code?: string }> {
 
 /** The roots Node trusts without a `ca` option (bundled, NODE_EXTRA_CA_CERTS, system if asked). */
 function defaultRoots(): readonly string[] {
+  const tls = builtin<typeof import("node:tls")>("node:tls");
   const get = (tls as { getCACertificates?: (type: string) => string[] }).getCACertificates;
   return typeof get === "function" ? get("default") : tls.rootCertificates;
 }
@@ -273,7 +320,7 @@ export function withoutUserinfo(address: string): string {
 }
 
 /**
- * The proxy undici's EnvHttpProxyAgent uses for `server`: `override` (datahub.proxy) or the
+ * The proxy used for `server` (undici's and curl's rules): `override` (datahub.proxy) or the
  * environment's (lower case wins, as there), unless NO_PROXY excludes the server.
  */
 export function proxyFor(

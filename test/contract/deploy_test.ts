@@ -24,6 +24,7 @@ import process from "node:process";
 import { parse, parseAllDocuments } from "yaml";
 import { loadConfig, type LoadedConfig } from "../../src/config/config.ts";
 import { parseDuration } from "../../src/config/duration.ts";
+import * as v from "valibot";
 import { nativeSchema } from "../../src/config/schema.ts";
 import { parseListen } from "../../src/observe/server.ts";
 
@@ -356,7 +357,7 @@ async function unitConfig(): Promise<
   { shutdownMs: number; cancelGraceMs: number; dirs?: string[] }
 > {
   if (!existsSync(UNIT_CONFIG)) {
-    const d = nativeSchema.parse({}).agent;
+    const d = v.parse(nativeSchema, {}).agent;
     return { shutdownMs: d.shutdown_timeout, cancelGraceMs: d.cancel_grace };
   }
   const { config, form } = await load(readFileSync(UNIT_CONFIG, "utf8"), {

@@ -89,3 +89,24 @@ Deno.test("layers: no source file in src/ is over 400 lines", () => {
     .filter((x) => x.lines > 400);
   assert.deepEqual(long, []);
 });
+
+/**
+ * The agent's runtime dependencies (README "Dependencies"): what src/ may import besides node:
+ * built-ins and itself. graphql, zod and undici were dropped for idle memory (issue 15); graphql
+ * stays for the contract test only.
+ */
+export const RUNTIME_PACKAGES = ["p-queue", "prom-client", "valibot", "yaml"];
+
+Deno.test("layers: src/ imports only the runtime packages the README names", () => {
+  const PACKAGE =
+    /(?:^|\n)\s*(?:import|export)\b[^;]*?\bfrom\s*["']([^."'][^"']*)["']|import\(\s*["']([^."'][^"']*)["']\s*\)/g;
+  const found = new Set<string>();
+  for (const file of sources(SRC)) {
+    for (const m of readFileSync(file, "utf8").matchAll(PACKAGE)) {
+      const name = (m[1] ?? m[2])!;
+      if (!name.startsWith("node:")) found.add(name.split("/")[0]!);
+    }
+  }
+  assert.ok(found.has("valibot") && found.has("prom-client"), "the pattern sees the imports");
+  assert.deepEqual([...found].filter((p) => !RUNTIME_PACKAGES.includes(p)), []);
+});

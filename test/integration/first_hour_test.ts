@@ -171,19 +171,11 @@ Deno.test("8: a YAML error is placed at file:line:column, on one line", async ()
   );
 });
 
-Deno.test("8: a datahub.server port Node's fetch blocks (10080, 1) is said so", async () => {
+Deno.test("8: a datahub.server on a port the Fetch standard blocks (10080) is valid", async () => {
   await using s = await setup();
-  for (const port of [10080, 1]) {
-    const file = await s.writeConfig({ datahub: { server: `http://127.0.0.1:${port}` } });
-    const r = await runAgentOnce(["validate", "--config", file]);
-    assert.equal(r.code, 2);
-    assert.match(
-      r.stderr,
-      new RegExp(
-        `^datahub\\.server: port ${port} is one Node's fetch refuses to connect to \\(a "bad port"`,
-      ),
-    );
-  }
+  const file = await s.writeConfig({ datahub: { server: "http://127.0.0.1:10080" } });
+  const r = await runAgentOnce(["validate", "--config", file]);
+  assert.equal(r.code, 0, r.stderr);
 });
 
 Deno.test("8: 'validate agent.yml' without --config suggests --config", async () => {

@@ -3,7 +3,7 @@
 // write validator (If-Version-Match / If-(Un)Modified-Since) and the execution-result immutability
 // validator. The simulator must be as strict as GMS, otherwise agent bugs pass the tests.
 
-import { z } from "zod";
+import * as v from "valibot";
 import {
   type AspectName,
   deepEqual,
@@ -14,43 +14,44 @@ import {
   type StoredAspect,
 } from "./store.ts";
 
-const long = z.number().int();
+const long = v.pipe(v.number(), v.integer());
 
-const auditStamp = z.object({
+const auditStamp = v.object({
   time: long,
-  actor: z.string(),
-  impersonator: z.string().optional(),
-  message: z.string().optional(),
+  actor: v.string(),
+  impersonator: v.optional(v.string()),
+  message: v.optional(v.string()),
 });
 
-/** zod objects strip unknown keys by default, which matches GMS trimming unknown record fields. */
-export const aspectSchemas: Record<AspectName, z.ZodType<Json>> = {
-  [INPUT]: z.object({
-    task: z.string(),
-    args: z.record(z.string(), z.string()),
-    executorId: z.string(),
-    source: z.object({ type: z.string(), ingestionSource: z.string().optional() }),
+/** valibot objects strip unknown keys, which matches GMS trimming unknown record fields. */
+export const aspectSchemas: Record<AspectName, v.GenericSchema<unknown, Json>> = {
+  [INPUT]: v.object({
+    task: v.string(),
+    args: v.record(v.string(), v.string()),
+    executorId: v.string(),
+    source: v.object({ type: v.string(), ingestionSource: v.optional(v.string()) }),
     requestedAt: long,
-    actorUrn: z.string().optional(),
-    cliVersionAudit: z.object({ source: z.string(), serverVersion: z.string().optional() })
-      .optional(),
-  }),
-  [SIGNAL]: z.object({
-    signal: z.string(),
-    executorId: z.string().optional(),
+    actorUrn: v.optional(v.string()),
+    cliVersionAudit: v.optional(
+      v.object({ source: v.string(), serverVersion: v.optional(v.string()) }),
+    ),
+  }) as v.GenericSchema<unknown, Json>,
+  [SIGNAL]: v.object({
+    signal: v.string(),
+    executorId: v.optional(v.string()),
     createdAt: auditStamp,
-  }),
-  [RESULT]: z.object({
-    status: z.string(),
-    report: z.string().optional(),
-    structuredReport: z.object({
-      type: z.string(),
-      serializedValue: z.string(),
-      contentType: z.string(),
-    }).optional(),
-    startTimeMs: long.optional(),
-    durationMs: long.optional(),
-  }),
+  }) as v.GenericSchema<unknown, Json>,
+  [RESULT]: v.object({
+    status: v.string(),
+    report: v.optional(v.string()),
+    structuredReport: v.optional(v.object({
+      type: v.string(),
+      serializedValue: v.string(),
+      contentType: v.string(),
+    })),
+    startTimeMs: v.optional(long),
+    durationMs: v.optional(long),
+  }) as v.GenericSchema<unknown, Json>,
 };
 
 const RECORD_CLASS: Record<AspectName, string> = {
@@ -72,10 +73,10 @@ export function validateValue(
   aspect: AspectName,
   value: unknown,
 ): { ok: true; value: Json } | { ok: false; message: string } {
-  const parsed = aspectSchemas[aspect].safeParse(value);
-  if (parsed.success) return { ok: true, value: parsed.data };
-  const problems = parsed.error.issues
-    .map((i) => `ERROR :: /${i.path.join("/")} :: ${i.message}`)
+  const parsed = v.safeParse(aspectSchemas[aspect], value);
+  if (parsed.success) return { ok: true, value: parsed.output };
+  const problems = parsed.issues
+    .map((i) => `ERROR :: /${(i.path ?? []).map((p) => String(p.key)).join("/")} :: ${i.message}`)
     .join("\n");
   return {
     ok: false,
