@@ -2,6 +2,7 @@
  * Finishing one run: what its ending means (exit status, or why it was stopped) and the terminal
  * result written for it (the Python executor's report layout, masked, fitted to GMS's limit).
  */
+import { Buffer } from "node:buffer";
 import { readFile, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import type { ResultValue, TerminalStatus } from "../request.ts";
@@ -218,33 +219,53 @@ export async function readReportFile(
   }
 }
 
-/** The RUNNING report of a run: owner, head and tail of its output, a stale-output note. */
-/** Bounds of a RUNNING progress report (every write is a stored aspect version). */
-export const PROGRESS_HEAD_CHARS = 512;
-export const PROGRESS_TAIL_CHARS = 2560;
+/**
+ * Bound of a RUNNING progress report, in bytes as sent: each line's UTF-8 inside the JSON string,
+ * escapes and its "\n" included (`wireBytes`). Owner line, stale-output note and marker count
+ * too; the log's first lines get up to PROGRESS_HEAD_BYTES of it, its last lines the rest. A
+ * changed report is written every 2 s while a run prints (reporter.ts) and each write is a
+ * stored aspect version: with its other fields (~430 B, and the host name thrice), one progress
+ * write stays near 1.5 KB whatever the run prints.
+ */
+export const PROGRESS_REPORT_BYTES = 1_024;
+export const PROGRESS_HEAD_BYTES = 200;
+/** Kept for the marker line ("… N lines (B bytes) omitted …"). */
+const MARKER_BYTES = 64;
 
+/** What a line costs in a report sent as JSON: its escaped UTF-8 bytes, and 2 for its "\n". */
+export function wireBytes(line: string): number {
+  return Buffer.byteLength(JSON.stringify(line)); // the two quotes stand for the "\n"
+}
+
+/** The RUNNING report of a run: owner, head and tail of its output, a stale-output note. */
 export function progressReport(p: {
   owner: string;
   runLog: RunLog | undefined;
   lastLineAt: number;
   staleAfterMs: number;
-  head?: number;
-  tail?: number;
+  /** Default PROGRESS_REPORT_BYTES. */
+  bytes?: number;
 }): string {
   const log = p.runLog;
-  const lines = [p.owner];
-  if (!log || log.lines === 0) lines.push("No logs yet");
-  else lines.push(log.excerpt(p.head ?? PROGRESS_HEAD_CHARS, p.tail ?? PROGRESS_TAIL_CHARS));
   const silentMs = Date.now() - p.lastLineAt;
+  let stale: string | undefined;
   if (silentMs >= p.staleAfterMs) {
     // Rounded to the stale period, so a silent run does not cause a write every heartbeat.
     const since = new Date(p.lastLineAt).toISOString();
     const minutes = Math.floor(silentMs / p.staleAfterMs) * Math.round(p.staleAfterMs / 1000);
-    lines.push(
+    stale =
       `WARNING: These logs appear to be stale. No new logs have been received since ${since} (over ${minutes} seconds ago). ` +
-        "However, the ingestion process still appears to be running and may complete normally.",
-    );
+      "However, the ingestion process still appears to be running and may complete normally.";
   }
+  const lines = [p.owner];
+  if (!log || log.lines === 0) lines.push("No logs yet");
+  else {
+    const left = (p.bytes ?? PROGRESS_REPORT_BYTES) - wireBytes(p.owner) - MARKER_BYTES -
+      (stale ? wireBytes(stale) : 0);
+    const head = Math.min(PROGRESS_HEAD_BYTES, Math.max(0, left) / 4);
+    lines.push(log.excerpt(head, Math.max(0, left - head), wireBytes));
+  }
+  if (stale) lines.push(stale);
   return lines.join("\n");
 }
 

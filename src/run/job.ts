@@ -15,6 +15,7 @@
  * `run()` never throws and ends in one terminal status, unless the request was fenced (someone
  * else changed its result), in which case we write nothing more.
  */
+import { rm } from "node:fs/promises";
 import path from "node:path";
 import type { AgentConfig } from "../config/config.ts";
 import { AgentError, coerceError } from "../errors.ts";
@@ -23,18 +24,18 @@ import { type Identity, ownerLine } from "../identity.ts";
 import type { Logger } from "../observe/log.ts";
 import type { RequestInput, RequestState, TerminalStatus } from "../request.ts";
 import type { Outbox } from "../state/outbox.ts";
+import { removeFiles } from "../state/private_fs.ts";
 import type { RunRecord, StateDir } from "../state/state_dir.ts";
 import { longTimeout } from "../timers.ts";
 import {
   cancelledBy,
   type CancelReason,
   cancelStatus,
-  cleanupRunDir,
   exitOutcome,
   finishedFields,
   progressReport,
   readReportFile,
-  removeRunFiles,
+  RUN_FILES,
   stoppedNote,
   terminalValue,
 } from "./finish.ts";
@@ -44,7 +45,7 @@ import { MemoryWatch } from "./memory.ts";
 import type { GroupChild } from "./installer.ts";
 import type { ProcessExit, RunProcess } from "./process.ts";
 import { Redactor } from "./redact.ts";
-import { heartbeatLoop, Reporter } from "./reporter.ts";
+import { progressLoop, Reporter } from "./reporter.ts";
 import { RunLog } from "./run_log.ts";
 import type { Note } from "./summary.ts";
 
@@ -222,9 +223,9 @@ export class Job {
         this.#note("INFO", `Claimed by ingest-agent instance ${this.#deps.identity.instanceId}`);
       }
       await this.#deps.state.saveRun(this.#record);
-      beats = heartbeatLoop({
+      // Progress and lease on their own cadence (reporter.ts); heartbeat_interval drives KILLs.
+      beats = progressLoop({
         reporter: this.#reporter,
-        intervalMs: this.#deps.config.agent.heartbeatIntervalMs,
         report: () =>
           progressReport({
             owner: ownerLine(this.#deps.identity),
@@ -261,14 +262,15 @@ export class Job {
     }
     await beats?.stop();
     // The recipe (secrets in clear) is gone before anyone can see the run as finished.
-    await removeRunFiles(runDir);
+    await removeFiles(runDir, RUN_FILES);
     try {
       await this.#finish(status, structured, reportFileText);
     } catch (err) {
       // The journal still holds the run: the next start closes it (see recovery.ts).
       this.#log.error("could not record the run's result", { error: err, status });
     } finally {
-      await cleanupRunDir(runDir);
+      // run.log stays for operators (retention prunes it); a run that had none leaves nothing.
+      if (!this.#runLog) await rm(runDir, { recursive: true, force: true }).catch(() => {});
     }
   }
 

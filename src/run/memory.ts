@@ -1,12 +1,13 @@
 /**
  * The memory of runs: the resident memory of each run's process group (the shim, the CLI and
  * whatever it started, however deep: what a cancel kills), sampled from /proc every second in
- * one scan for all runs; its peak, for the report and the journal; and `agent.run_memory_limit`,
- * whose excess stops the run (job.ts cancels it with reason "memory": FAILURE). Where /proc is
- * missing (not Linux) every sample is 0: nothing is limited and no peak is reported.
+ * one scan for all runs (the leader alone at the start); its peak, for the report and the
+ * journal; and `agent.run_memory_limit`, whose excess stops the run (job.ts cancels it with
+ * reason "memory": FAILURE). Where /proc is missing (not Linux) every sample is 0: nothing is
+ * limited and no peak is reported.
  */
 import type { Logger } from "../observe/log.ts";
-import { groupsResidentBytes } from "../state/procs.ts";
+import { groupsResidentBytes, leaderResidentBytes } from "../state/procs.ts";
 
 /** How often the groups are sampled. */
 export const SAMPLE_MS = 1_000;
@@ -18,7 +19,7 @@ export interface MemoryHooks {
   peakBytes?: number | undefined;
   /** Called once, when the group's memory first exceeds the limit. */
   onExceed(): void;
-  /** Called when the peak grew enough to be journaled (the first sample, then by 10 %). */
+  /** Called when the peak grew enough to be journaled (the first group sample, then by 10 %). */
   onPeak?(peakBytes: number): void;
 }
 
@@ -54,7 +55,10 @@ export class MemoryWatch {
     this.#peak = hooks.peakBytes ?? 0;
     this.#journaled = this.#peak;
     watches.add(this);
-    this.observe(groupsResidentBytes([pgid]).get(pgid) ?? 0);
+    // The first sample is the leader's alone (the group has just started: the shim, perhaps the
+    // CLI it forked): scanning all of /proc for it cost more than the rest of a run's start. It
+    // is not journaled; the journal hears from the first sample of the whole group on.
+    this.#take(leaderResidentBytes(pgid), false);
     timer ??= setInterval(sampleAll, SAMPLE_MS);
   }
 
@@ -70,13 +74,18 @@ export class MemoryWatch {
 
   /** One sample of the group's resident memory (bytes). */
   observe(bytes: number): void {
+    this.#take(bytes, true);
+  }
+
+  #take(bytes: number, journal: boolean): void {
     if (!watches.has(this)) return;
-    if (bytes > this.#peak) {
-      this.#peak = bytes;
-      if (bytes >= this.#journaled * JOURNAL_STEP || this.#journaled === 0) {
-        this.#journaled = bytes;
-        this.#hooks.onPeak?.(bytes);
-      }
+    if (bytes > this.#peak) this.#peak = bytes;
+    const peak = this.#peak;
+    const grown = peak > this.#journaled &&
+      (this.#journaled === 0 || peak >= this.#journaled * JOURNAL_STEP);
+    if (journal && grown) {
+      this.#journaled = peak;
+      this.#hooks.onPeak?.(peak);
     }
     if (this.limitBytes > 0 && bytes > this.limitBytes && !this.#exceeded) {
       this.#exceeded = true;

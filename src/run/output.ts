@@ -13,8 +13,13 @@ import { sleep } from "../timers.ts";
 export const MAX_LINE_BYTES = 4096;
 export const TRUNCATED_MARK = " [...truncated]";
 
-/** How often the file is checked for new output while the CLI runs. */
+/**
+ * How often the file is checked for new output while the CLI runs: every TAIL_INTERVAL_MS while
+ * it prints, then less and less often while it is silent (doubling up to TAIL_IDLE_MS); its exit
+ * ends any wait at once.
+ */
 export const TAIL_INTERVAL_MS = 100;
+export const TAIL_IDLE_MS = 1_000;
 const CHUNK_BYTES = 64 * 1024;
 
 /**
@@ -90,7 +95,12 @@ export async function tailFile(
 ): Promise<void> {
   const lines = new LineSplitter(onLine);
   let done = false;
-  void finished.then(() => done = true, () => done = true);
+  const ended = new AbortController(); // ends the wait between reads (and its timer) at the exit
+  const end = () => {
+    done = true;
+    ended.abort();
+  };
+  void finished.then(end, end);
   let handle;
   try {
     handle = await open(file, "r");
@@ -99,6 +109,7 @@ export async function tailFile(
   }
   const buf = Buffer.alloc(CHUNK_BYTES);
   let position = 0;
+  let wait = TAIL_INTERVAL_MS;
   try {
     for (;;) {
       const last = done; // read once more after the writer finished: nothing is appended then
@@ -107,12 +118,14 @@ export async function tailFile(
         position += bytesRead;
         // A copy of what was read: the buffer is reused for the next read.
         lines.push(Buffer.from(buf.subarray(0, bytesRead)));
-        const wait = backpressure?.();
-        if (wait) await wait;
+        wait = TAIL_INTERVAL_MS;
+        const behind = backpressure?.();
+        if (behind) await behind;
         continue;
       }
       if (last) break;
-      await Promise.race([sleep(TAIL_INTERVAL_MS), finished.catch(() => {})]);
+      await sleep(wait, ended.signal);
+      wait = Math.min(wait * 2, TAIL_IDLE_MS);
     }
     lines.end();
   } catch {

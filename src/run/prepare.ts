@@ -123,8 +123,9 @@ export async function prepareRun(c: PrepareContext): Promise<PreparedRun | undef
   for (const secret of indexCredentials(config, c.env)) c.runRedactor.add("index", secret);
   c.agentRedactor.addAll(c.runRedactor);
   // Journaled (0600, removed with the run) so that an agent restarted after a crash can still
-  // mask this run's secrets in what it reports.
-  c.journalMasks(c.runRedactor.patterns());
+  // mask this run's secrets in what it reports. Nothing to mask: no journal write.
+  const masks = c.runRedactor.patterns();
+  if (masks.length > 0) c.journalMasks(masks);
   if (c.cancelled()) return undefined;
 
   const finalRecipe = withRunId(substituteSecrets(recipe, secrets.values), c.id);

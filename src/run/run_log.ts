@@ -28,6 +28,8 @@ export class RunLog {
   readonly #tail: string[] = [];
   #tailStart = 0; // ring index of the oldest tail line
   #lines = 0;
+  /** UTF-8 bytes of every line seen (masked), newlines included. */
+  #bytes = 0;
   #changes = 0;
   #lastLineAt: number | undefined;
   readonly #file: WriteStream | undefined;
@@ -49,8 +51,10 @@ export class RunLog {
 
   /** Adds one line of output. */
   add(raw: string): void {
-    metrics.logBytes(Buffer.byteLength(raw) + 1);
+    const bytes = Buffer.byteLength(raw) + 1;
+    metrics.logBytes(bytes);
     const line = this.#redact(raw);
+    this.#bytes += line === raw ? bytes : Buffer.byteLength(line) + 1;
     this.#lines++;
     this.#changes++;
     this.#lastLineAt = Date.now();
@@ -121,28 +125,45 @@ export class RunLog {
 
   /**
    * A short excerpt for RUNNING progress writes (every write is a new stored aspect version, so
-   * it is bounded): the first lines up to headChars and the last lines up to tailChars.
+   * it is bounded): whole lines from the start up to `headBudget` and from the end up to
+   * `tailBudget`, as `size` measures a line with its newline (default: characters + 1), and a
+   * marker line with the count and bytes of the lines left out. A last line bigger than the tail
+   * budget shows its end, cut, after "…": the latest output is always visible.
    */
-  excerpt(headChars: number, tailChars: number): string {
-    const head: string[] = [];
-    let size = 0;
-    for (const l of this.#head) {
-      if (size + l.length + 1 > headChars) break;
-      head.push(l);
-      size += l.length + 1;
+  excerpt(
+    headBudget: number,
+    tailBudget: number,
+    size: (line: string) => number = (l) => l.length + 1,
+  ): string {
+    const kept = this.#head.length + this.#tail.length;
+    // The kept lines in order: the head, then the ring from its oldest line.
+    const at = (i: number) =>
+      i < this.#head.length
+        ? this.#head[i]!
+        : this.#tail[(this.#tailStart + i - this.#head.length) % this.#tail.length]!;
+    let head = 0;
+    for (let used = 0; head < this.#head.length; head++) {
+      used += size(this.#head[head]!);
+      if (used > headBudget) break;
     }
-    const all = this.#tailLines();
-    const tail: string[] = [];
-    size = 0;
-    const candidates = [...this.#head.slice(head.length), ...all];
-    for (let i = candidates.length - 1; i >= 0; i--) {
-      const l = candidates[i]!;
-      if (size + l.length + 1 > tailChars) break;
-      tail.unshift(l);
-      size += l.length + 1;
+    let from = kept; // the tail is at(from) … at(kept - 1)
+    for (let used = 0; from > head; from--) {
+      used += size(at(from - 1));
+      if (used > tailBudget) break;
     }
-    const omitted = this.#lines - head.length - tail.length;
-    return [...head, ...(omitted > 0 ? [`… ${omitted} lines omitted …`] : []), ...tail].join("\n");
+    const lines = this.#head.slice(0, head);
+    for (let i = from; i < kept; i++) lines.push(at(i));
+    let shownBytes = lines.reduce((a, l) => a + Buffer.byteLength(l) + 1, 0);
+    if (from === kept && kept > head) {
+      const cut = cutToFit(at(kept - 1), tailBudget, size);
+      shownBytes += Buffer.byteLength(cut) + 1;
+      lines.push(CUT + cut);
+    }
+    const omitted = this.#lines - lines.length; // a cut line counts as shown; its bytes do not
+    if (omitted > 0) {
+      lines.splice(head, 0, `… ${omitted} lines (${this.#bytes - shownBytes} bytes) omitted …`);
+    }
+    return lines.join("\n");
   }
 
   /** Flushes and closes run.log. */
@@ -151,4 +172,20 @@ export class RunLog {
     if (!file) return Promise.resolve();
     return new Promise((resolve) => file.end(() => resolve()));
   }
+}
+
+const CUT = "…";
+
+/** The longest end of `line` that `size` allows within `budget` once "…" precedes it. */
+function cutToFit(line: string, budget: number, size: (line: string) => number): string {
+  let lo = 0; // the longest suffix length known to fit
+  let hi = line.length;
+  while (lo < hi) {
+    const mid = Math.ceil((lo + hi) / 2);
+    if (size(CUT + line.slice(line.length - mid)) <= budget) lo = mid;
+    else hi = mid - 1;
+  }
+  const end = line.slice(line.length - lo);
+  // Never start on the second half of a surrogate pair.
+  return /^[\udc00-\udfff]/.test(end) ? end.slice(1) : end;
 }

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import { Buffer } from "node:buffer";
 import { HEAD_BYTES, RunLog, TAIL_LINES } from "./run_log.ts";
 
 function numbered(n: number, from = 1): string[] {
@@ -81,14 +82,16 @@ Deno.test("RunLog: redact is applied to what is kept", () => {
   assert.equal(log.text(), "password=********");
 });
 
-Deno.test("RunLog.excerpt: bounded by headChars + tailChars plus the marker", () => {
+const MARKER = /^… (\d+) lines \((\d+) bytes\) omitted …$/;
+
+Deno.test("RunLog.excerpt: bounded by head + tail budgets plus the marker", () => {
   const log = new RunLog({ headBytes: 1_000, tailLines: 100 });
   for (const l of numbered(500)) log.add(`${l} ${"x".repeat(20)}`);
   const headChars = 100;
   const tailChars = 120;
   const ex = log.excerpt(headChars, tailChars);
   const parts = ex.split("\n");
-  const markerIndex = parts.findIndex((p) => /^… \d+ lines omitted …$/.test(p));
+  const markerIndex = parts.findIndex((p) => MARKER.test(p));
   assert.ok(markerIndex > 0, ex);
   const head = parts.slice(0, markerIndex);
   const tail = parts.slice(markerIndex + 1);
@@ -97,9 +100,12 @@ Deno.test("RunLog.excerpt: bounded by headChars + tailChars plus the marker", ()
   assert.ok(head.length > 0 && tail.length > 0, ex);
   assert.ok(head[0]!.startsWith("line-1 "));
   assert.ok(tail.at(-1)!.startsWith("line-500 "));
-  // The count in the marker accounts for every line not shown.
-  const omitted = Number(/… (\d+) lines omitted …/.exec(parts[markerIndex]!)![1]);
-  assert.equal(omitted, 500 - head.length - tail.length);
+  // The marker accounts for every line not shown, and for its bytes.
+  const [, lines, bytes] = MARKER.exec(parts[markerIndex]!)!;
+  assert.equal(Number(lines), 500 - head.length - tail.length);
+  const all = numbered(500).map((l) => `${l} ${"x".repeat(20)}\n`).join("");
+  const shown = [...head, ...tail].map((l) => l + "\n").join("");
+  assert.equal(Number(bytes), all.length - shown.length);
   // Consecutive: the tail is the last lines, in order.
   const firstTail = Number(/^line-(\d+) /.exec(tail[0]!)![1]);
   tail.forEach((l, i) => assert.ok(l.startsWith(`line-${firstTail + i} `), l));
@@ -115,7 +121,52 @@ Deno.test("RunLog.excerpt: tail lines come from the head when the log is small",
   const log = new RunLog();
   for (const l of numbered(10)) log.add(l); // all in the head
   const ex = log.excerpt(14, 16); // "line-1\nline-2" and "line-9\nline-10"
-  assert.equal(ex, ["line-1", "line-2", "… 6 lines omitted …", "line-9", "line-10"].join("\n"));
+  assert.equal(
+    ex,
+    ["line-1", "line-2", "… 6 lines (42 bytes) omitted …", "line-9", "line-10"].join("\n"),
+  );
+});
+
+Deno.test("RunLog.excerpt: lines are measured by the given size, bytes counted as UTF-8", () => {
+  const log = new RunLog();
+  for (const l of ["first", "ünïcödé 1", "ünïcödé 2", "ünïcödé 3", "last"]) log.add(l);
+  // Each "ünïcödé n" is 14 bytes of UTF-8 with its newline; by characters it would be 10.
+  const bytes = (l: string) => Buffer.byteLength(l) + 1;
+  assert.equal(
+    log.excerpt(6, 19, bytes),
+    ["first", "… 2 lines (28 bytes) omitted …", "ünïcödé 3", "last"].join("\n"),
+  );
+  assert.equal(
+    log.excerpt(6, 25), // by characters: two of them fit besides "last"
+    ["first", "… 1 lines (14 bytes) omitted …", "ünïcödé 2", "ünïcödé 3", "last"].join("\n"),
+  );
+});
+
+Deno.test("RunLog.excerpt: a last line bigger than the tail budget shows its end, cut", () => {
+  const log = new RunLog();
+  log.add("start");
+  log.add("a".repeat(3_000) + "THE END");
+  const ex = log.excerpt(6, 100);
+  const [first, last, ...rest] = ex.split("\n");
+  assert.equal(first, "start");
+  assert.deepEqual(rest, [], "no marker: every line is shown, one of them cut");
+  assert.ok(last!.startsWith("…a") && last!.endsWith("THE END"), last);
+  assert.equal(last!.length + 1, 100, "as much of it as the budget allows");
+  // Alone in a log whose head budget is too small for it: still its end.
+  const one = new RunLog();
+  one.add("😀".repeat(100)); // surrogate pairs: never cut in half
+  const cut = one.excerpt(0, 11);
+  assert.equal(cut, "…" + "😀".repeat(4));
+});
+
+Deno.test("RunLog.excerpt: masked lines are counted as masked", () => {
+  const log = new RunLog({ redact: (l) => l.replaceAll("hunter2", "*") });
+  for (let i = 0; i < 5; i++) log.add(`password ${i} hunter2`);
+  // Shown: the first and last lines ("password n *", 13 bytes each); omitted: three of them.
+  assert.equal(
+    log.excerpt(13, 13),
+    ["password 0 *", "… 3 lines (39 bytes) omitted …", "password 4 *"].join("\n"),
+  );
 });
 
 Deno.test("RunLog: writes the full redacted log to its file", async () => {

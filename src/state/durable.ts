@@ -1,10 +1,12 @@
 /**
  * Files that survive a crash whole: a write goes to a temp file unique to that write, which is
- * fsynced, renamed over the target, then the directory is fsynced (state_dir.ts, lock.ts).
+ * fsynced, renamed over the target, then the directory is fsynced (state_dir.ts, lock.ts). Writes
+ * that land together in one directory share its fsync (`syncDir`: group commit).
  */
-import { open, rename, rm } from "node:fs/promises";
+import { open, rename, rm, unlink } from "node:fs/promises";
 import path from "node:path";
 import process from "node:process";
+import { setImmediate } from "node:timers";
 
 /** Makes temp names unique per write within this process (the pid makes them unique across). */
 let tempSeq = 0;
@@ -37,8 +39,55 @@ export async function writeTemp(file: string, content: string): Promise<string> 
   return tmp;
 }
 
-/** Makes a directory's entries durable (a rename or unlink in it); a no-op where unsupported. */
-export async function syncDir(dir: string): Promise<void> {
+/** A directory sync that callers join until it starts. */
+interface Batch {
+  promise: Promise<void>;
+  resolve: () => void;
+  reject: (err: unknown) => void;
+}
+
+/** Per directory: whether a sync runs now, and the batch that the next sync will cover. */
+const dirSyncs = new Map<string, { running: boolean; next: Batch | undefined }>();
+
+/**
+ * Makes a directory's entries durable (the renames and unlinks in it that completed before the
+ * call); a no-op where unsupported. Group commit: the callers of one turn of the event loop
+ * share one fsync of the directory, and a caller that comes while a sync runs (which may have
+ * started before its change) waits for the next one. Each promise resolves only after a sync
+ * that started after its call has ended (and rejects with that sync's error).
+ */
+export function syncDir(dir: string): Promise<void> {
+  let state = dirSyncs.get(dir);
+  if (!state) dirSyncs.set(dir, state = { running: false, next: undefined });
+  if (!state.next) {
+    let resolve!: () => void, reject!: (err: unknown) => void;
+    const promise = new Promise<void>((res, rej) => (resolve = res, reject = rej));
+    state.next = { promise, resolve, reject };
+    const waiting = state;
+    if (!waiting.running) setImmediate(() => void runBatch(dir, waiting));
+  }
+  return state.next.promise;
+}
+
+async function runBatch(dir: string, state: { running: boolean; next: Batch | undefined }) {
+  const batch = state.next;
+  if (!batch || state.running) return;
+  state.next = undefined;
+  state.running = true;
+  try {
+    await syncDirNow(dir);
+    batch.resolve();
+  } catch (err) {
+    batch.reject(err);
+  } finally {
+    state.running = false;
+    if (state.next) void runBatch(dir, state);
+    else dirSyncs.delete(dir);
+  }
+}
+
+/** One fsync of a directory. */
+async function syncDirNow(dir: string): Promise<void> {
   let handle;
   try {
     handle = await open(dir, "r");
@@ -48,6 +97,18 @@ export async function syncDir(dir: string): Promise<void> {
     if (code !== "EINVAL" && code !== "EISDIR" && code !== "ENOTSUP") throw err;
   } finally {
     await handle?.close();
+  }
+}
+
+/**
+ * Removes a file; one that is not there is not an error. (One unlink: `rm` with `force` looks the
+ * path up first.) The directory entry is durable only after a `syncDir`.
+ */
+export async function removeFile(file: string): Promise<void> {
+  try {
+    await unlink(file);
+  } catch (err) {
+    if (errno(err) !== "ENOENT") throw err;
   }
 }
 

@@ -6,7 +6,7 @@
  * opened with O_CREAT | O_EXCL | O_NOFOLLOW.
  */
 import { constants, openSync } from "node:fs";
-import { chmod, lstat, mkdir, readdir, rm } from "node:fs/promises";
+import { chmod, lstat, mkdir, readdir, rm, unlink } from "node:fs/promises";
 import path from "node:path";
 import process from "node:process";
 import { AgentError } from "../errors.ts";
@@ -53,6 +53,16 @@ export async function ensurePrivateDir(dir: string): Promise<string[]> {
  * holds a symbolic link (someone prepared it: refused, nothing is written through it).
  */
 export async function freshRunDir(dir: string): Promise<void> {
+  // The usual case, in one call: nothing there. What mkdir creates is a new directory of ours,
+  // 0700 or narrower, in work_dir (private, checked at start): nothing to check.
+  try {
+    await mkdir(dir, { mode: 0o700 });
+    return;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "EEXIST") {
+      throw unsafe(`cannot create the run directory ${dir}: ${(err as Error).message}`);
+    }
+  }
   const existing = await lstat(dir).catch(() => undefined);
   if (existing) {
     await checkDirectory(dir);
@@ -72,6 +82,14 @@ export async function freshRunDir(dir: string): Promise<void> {
     throw unsafe(`cannot create the run directory ${dir}: ${(err as Error).message}`);
   }
   await checkDirectory(dir);
+}
+
+/**
+ * Removes files of a private directory by name, together; one that is missing, or cannot be
+ * removed, is skipped (what is left goes with the directory). One unlink each.
+ */
+export async function removeFiles(dir: string, names: readonly string[]): Promise<void> {
+  await Promise.all(names.map((name) => unlink(path.join(dir, name)).catch(() => {})));
 }
 
 /**

@@ -101,6 +101,15 @@ function residentBytes(pid: number): number {
 }
 
 /**
+ * The resident memory of the leader of group `pgid` alone, in bytes (0 when `pgid` does not lead
+ * a live group now): two reads, where groupsResidentBytes reads every process of the host.
+ */
+export function leaderResidentBytes(pgid: number): number {
+  const stat = readStat(pgid);
+  return stat && stat.pgrp === pgid && stat.state !== "Z" ? residentBytes(pgid) : 0;
+}
+
+/**
  * The resident memory of the live processes of each process group of `pgids`, summed per group,
  * in bytes, from one pass over /proc (so several runs cost one scan). Pages shared between
  * processes (fork) count once per process, as RSS does. Nothing left (or no /proc): 0.

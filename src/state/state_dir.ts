@@ -15,8 +15,9 @@
  *   *.json.corrupt        a state file that could not be read back, set aside for the operator.
  *
  * Durability: a write goes to a temp file unique to that write, which is fsynced, renamed over
- * the target, and then the directory is fsynced; removals fsync the directory too. Writes and
- * removals of one file apply in call order. Files are 0600, in 0700 directories.
+ * the target, and then the directory is fsynced; removals fsync the directory too (writes and
+ * removals that land together in one directory share that fsync: durable.ts, group commit).
+ * Writes and removals of one file apply in call order. Files are 0600, in 0700 directories.
  *
  * The lock. A lock is live while its process exists with the recorded start time (a pid alone
  * could be reused). It is only ever created with link() from a complete temp file (atomic, fails
@@ -38,7 +39,7 @@
 import { link, mkdir, readdir, readFile, realpath, rm } from "node:fs/promises";
 import path from "node:path";
 import { AgentError } from "../errors.ts";
-import { errno, syncDir, writeDurably } from "./durable.ts";
+import { errno, removeFile, syncDir, writeDurably } from "./durable.ts";
 import { acquireLock, releaseHeldLock } from "./lock.ts";
 import { alive } from "./procs.ts";
 import type { ResultValue } from "../request.ts";
@@ -78,7 +79,7 @@ export interface RunRecord {
   exit?: { code: number | null; signal: string | null };
   /**
    * The highest resident memory of the run's process group seen so far, in bytes (run/memory.ts:
-   * journaled from the first sample on, then each time it grew by 10 %).
+   * journaled from the first sample of the whole group on, then each time it grew by 10 %).
    */
   peakRssBytes?: number;
   /**
@@ -203,7 +204,7 @@ export class StateDir {
 
   #remove(file: string): Promise<void> {
     return this.#serial(file, async () => {
-      await rm(file, { force: true });
+      await removeFile(file);
       await syncDir(path.dirname(file));
     });
   }

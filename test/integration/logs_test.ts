@@ -105,6 +105,32 @@ Deno.test("the final report has the head, the omitted-line count and the tail; t
   }
 });
 
+Deno.test("progress writes: every 2 s at most, ≤ 1.5 KB each, at heartbeat_interval 250ms", async () => {
+  await using s = await setup();
+  // 5 s at 10 lines/s of 100 bytes; a long lease, so no renewal is due meanwhile.
+  const urn = s.sim.createRequest({
+    args: { recipe: recipe({ lines_per_second: 10, line_bytes: 100, sleep_ms: 5_000 }) },
+  });
+  await using _agent = await s.startAgent({
+    agent: { heartbeat_interval: "250ms", lease_ttl: "60s" },
+  });
+  assert.equal((await terminal(s.sim, urn, 30_000)).status, "SUCCESS");
+  const writes = s.sim.resultWrites(urn);
+  const progress = writes.filter((w) => w.kind === "heartbeat");
+  // At 250 ms the old cadence wrote ~20 times; a change is now written every 2 s: 2 or 3 times.
+  assert.ok(progress.length >= 2 && progress.length <= 3, `${progress.length} progress writes`);
+  let last = writes[0]!.at; // the claim
+  for (const w of progress) {
+    assert.ok(w.at - last >= 1_900, `${w.at - last} ms after the previous write`);
+    assert.ok(w.bytes <= 1_500, `a progress write of ${w.bytes} B`);
+    last = w.at;
+  }
+  // What the UI shows is recent: the last progress write has the latest lines of its time.
+  const shown = [...progress.at(-1)!.value.report!.matchAll(/Processing work unit (\d+)/g)]
+    .map((m) => Number(m[1]));
+  assert.ok(Math.max(...shown) >= 30, `last line shown: work unit ${Math.max(...shown)}`);
+});
+
 Deno.test("progress writes stop while a run is silent, and the stale-output note appears", async () => {
   await using s = await setup();
   const urn = s.sim.createRequest({ args: { recipe: recipe({ lines: 3, sleep_ms: 4000 }) } });

@@ -19,7 +19,8 @@ import {
 Deno.test("happy path: claimed, run with run_id, RUNNING progress, then SUCCESS with the structured report", async () => {
   await using s = await setup();
   const urn = s.sim.createRequest({
-    args: { recipe: recipe({ lines: 6, sleep_ms: 1200 }), version: "1.6.0", debug_mode: "false" },
+    // 2.5 s: the first progress write comes 2 s after the claim (reporter.ts).
+    args: { recipe: recipe({ lines: 6, sleep_ms: 2500 }), version: "1.6.0", debug_mode: "false" },
   });
   const id = urn.split(":").pop()!;
   await using _agent = await s.startAgent();
