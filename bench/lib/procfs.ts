@@ -63,3 +63,68 @@ export function machineCpu(): { busy: number; total: number } {
   const idle = (v[3] ?? 0) + (v[4] ?? 0);
   return { busy: (total - idle) / CLK_TCK, total: total / CLK_TCK };
 }
+
+/** Parent pid of every live process (one scan of /proc). */
+export function parents(): Map<number, number> {
+  const out = new Map<number, number>();
+  for (const e of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(e.name)) continue;
+    try {
+      const text = Deno.readTextFileSync(`/proc/${e.name}/stat`);
+      const ppid = Number(text.slice(text.lastIndexOf(")") + 2).split(" ")[1]);
+      out.set(Number(e.name), ppid);
+    } catch {
+      // exited while listing
+    }
+  }
+  return out;
+}
+
+/** `pid` and all its live descendants (children, grandchildren, …), pid first. */
+export function processTree(pid: number): number[] {
+  const children = new Map<number, number[]>();
+  for (const [p, pp] of parents()) {
+    const list = children.get(pp);
+    if (list) list.push(p);
+    else children.set(pp, [p]);
+  }
+  const out = [pid];
+  for (let i = 0; i < out.length; i++) out.push(...(children.get(out[i]!) ?? []));
+  return out;
+}
+
+export interface TreeMemory {
+  /** VmRSS (and its parts) summed over the process and all its descendants, MiB. */
+  rssMiB: number;
+  anonMiB: number;
+  fileMiB: number;
+  /** Processes counted (the process itself included). */
+  processes: number;
+  /** VmRSS of the process itself, MiB. */
+  rootRssMiB: number;
+}
+
+/**
+ * Memory of a process tree: VmRSS summed over `pid` and every descendant (pages shared between
+ * them count once per process, as `ps` would add them up), or undefined once `pid` is gone.
+ */
+export function treeMemory(pid: number): TreeMemory | undefined {
+  const root = memory(pid);
+  if (!root) return undefined;
+  const t: TreeMemory = {
+    rssMiB: root.rssMiB,
+    anonMiB: root.anonMiB,
+    fileMiB: root.fileMiB,
+    processes: 1,
+    rootRssMiB: root.rssMiB,
+  };
+  for (const p of processTree(pid).slice(1)) {
+    const m = memory(p);
+    if (!m) continue;
+    t.rssMiB += m.rssMiB;
+    t.anonMiB += m.anonMiB;
+    t.fileMiB += m.fileMiB;
+    t.processes++;
+  }
+  return t;
+}

@@ -111,8 +111,8 @@ export async function memory(ctx: BenchContext): Promise<ScenarioResult> {
         value: round(idleRss.p50),
         unit: "MiB",
         op: "<=",
-        limit: 70,
-        bar: "≤ 70 MiB",
+        limit: 60,
+        bar: "≤ 60 MiB",
       }),
       target({
         id: "memory.storm",

@@ -6,7 +6,8 @@
  * and, in a full run, after the agents, to show drift). Duplicates come from the fake CLI's
  * journal (each runId must start exactly once); lost claims are the 412s the simulator rejected.
  * CPU seconds of the agents, of the CLI runs they reaped, and of this process (simulator + bench)
- * show where the machine's 2 cores went.
+ * show where the machine's 2 cores went; the agents' CPU per run (all agents' user + system time
+ * during the drain / requests) is a target for 1 and 4 agents.
  */
 import path from "node:path";
 import { boundedParallel, journalRuns, readJournal, recipe, runDirect } from "../lib/cli.ts";
@@ -179,6 +180,19 @@ export async function throughput(ctx: BenchContext): Promise<ScenarioResult> {
   const ceiling = median(ceilings.map((c) => c.runs_per_s));
   const ceilingMean = ceilings.reduce((a, c) => a + c.runs_per_s, 0) / ceilings.length;
   const four = results.find((r) => r.agents === 4)!;
+  const one = results.find((r) => r.agents === 1)!;
+  const cpuTarget = (r: AgentsRun) =>
+    target({
+      id: `throughput.cpu_per_run_${r.agents}agent${r.agents === 1 ? "" : "s"}`,
+      label: `agent CPU per trivial run, ${r.agents} agent${
+        r.agents === 1 ? "" : "s"
+      } (user + system)`,
+      value: r.cpu_ms_per_run.agents,
+      unit: "ms",
+      op: "<=",
+      limit: 10,
+      bar: "≤ 10 ms",
+    });
   const ratio = (r: AgentsRun) => round(r.runs_per_s / ceilingMean, 3);
   const dup = results.reduce((a, r) => a + r.duplicates + r.duplicate_terminal_writes, 0);
   return {
@@ -211,6 +225,8 @@ export async function throughput(ctx: BenchContext): Promise<ScenarioResult> {
         limit: 0,
         bar: "= 0",
       }),
+      cpuTarget(one),
+      cpuTarget(four),
     ],
     info: [
       {
