@@ -3,7 +3,7 @@
  * result written for it (the Python executor's report layout, masked, fitted to GMS's limit).
  */
 import { Buffer } from "node:buffer";
-import { readFile, rm, stat } from "node:fs/promises";
+import { readFile, rm } from "node:fs/promises";
 import path from "node:path";
 import type { ResultValue, TerminalStatus } from "../request.ts";
 import type { ProcessExit } from "./process.ts";
@@ -283,13 +283,6 @@ export async function removeRunFiles(runDir: string): Promise<void> {
   for (const name of RUN_FILES) {
     await rm(path.join(runDir, name), { force: true }).catch(() => {});
   }
-}
-
-/** Removes the run directory except run.log (kept for operators; retention prunes it). */
-export async function cleanupRunDir(runDir: string): Promise<void> {
-  await removeRunFiles(runDir);
-  const kept = await stat(path.join(runDir, "run.log")).catch(() => undefined);
-  if (!kept) await rm(runDir, { recursive: true, force: true }).catch(() => {});
 }
 
 /** The fields of the agent's "run finished" line. */
