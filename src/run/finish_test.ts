@@ -23,15 +23,20 @@ Deno.test("progressReport: before any output, the owner and 'No logs yet'", () =
   );
 });
 
+/** The progress report of `log`, its last line printed `agoMs` ago (stale after 60 s). */
+function reportOf(log: RunLog, agoMs = 0): string {
+  return progressReport({
+    owner: OWNER,
+    runLog: log,
+    lastLineAt: Date.now() - agoMs,
+    staleAfterMs: 60_000,
+  });
+}
+
 Deno.test("progressReport: a chatty run's report is bounded, first and last lines kept", () => {
   const log = new RunLog();
   for (let i = 1; i <= 10_000; i++) log.add(`${i}: "work" ${"\u001b[1m".repeat(i % 7)}ü`.repeat(3));
-  const report = progressReport({
-    owner: OWNER,
-    runLog: log,
-    lastLineAt: Date.now(),
-    staleAfterMs: 60_000,
-  });
+  const report = reportOf(log);
   assert.ok(sent(report) <= PROGRESS_REPORT_BYTES, `${sent(report)} B`);
   const lines = report.split("\n");
   assert.equal(lines[0], OWNER);
@@ -46,12 +51,7 @@ Deno.test("progressReport: a chatty run's report is bounded, first and last line
 Deno.test("progressReport: the stale note is part of the bound, and the last line stays", () => {
   const log = new RunLog();
   for (let i = 1; i <= 100; i++) log.add(`line ${i} ${"x".repeat(90)}`);
-  const report = progressReport({
-    owner: OWNER,
-    runLog: log,
-    lastLineAt: Date.now() - 130_000,
-    staleAfterMs: 60_000,
-  });
+  const report = reportOf(log, 130_000);
   assert.ok(sent(report) <= PROGRESS_REPORT_BYTES, `${sent(report)} B`);
   const lines = report.split("\n");
   assert.match(lines.at(-1)!, /^WARNING: These logs appear to be stale\..*over 120 seconds ago/);
@@ -62,12 +62,7 @@ Deno.test("progressReport: a last line longer than the budget shows its end", ()
   const log = new RunLog();
   log.add("short first line");
   log.add("y".repeat(4_000) + " the end");
-  const report = progressReport({
-    owner: OWNER,
-    runLog: log,
-    lastLineAt: Date.now(),
-    staleAfterMs: 60_000,
-  });
+  const report = reportOf(log);
   assert.ok(sent(report) <= PROGRESS_REPORT_BYTES, `${sent(report)} B`);
   assert.ok(report.endsWith("y the end"));
   assert.match(report, /\n…y+ the end$/);
