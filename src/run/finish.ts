@@ -3,9 +3,9 @@
  * result written for it (the Python executor's report layout, masked, fitted to GMS's limit).
  */
 import { Buffer } from "node:buffer";
-import { readFile, rm } from "node:fs/promises";
-import path from "node:path";
+import { readFile } from "node:fs/promises";
 import type { ResultValue, TerminalStatus } from "../request.ts";
+import { removeFiles } from "../state/private_fs.ts";
 import type { ProcessExit } from "./process.ts";
 import { memoryExceededNote, peakNote } from "./memory.ts";
 import type { RunLog } from "./run_log.ts";
@@ -270,7 +270,7 @@ export function progressReport(p: {
 }
 
 /** Files of a run directory that never outlive the run: secrets in clear, or read already. */
-export const RUN_FILES = [
+const RUN_FILES = [
   "recipe.json",
   "report.json",
   "output.raw",
@@ -279,10 +279,8 @@ export const RUN_FILES = [
 ];
 
 /** Removes the recipe, the raw output and the CLI's report and exit status (already read). */
-export async function removeRunFiles(runDir: string): Promise<void> {
-  for (const name of RUN_FILES) {
-    await rm(path.join(runDir, name), { force: true }).catch(() => {});
-  }
+export function removeRunFiles(runDir: string): Promise<void> {
+  return removeFiles(runDir, RUN_FILES);
 }
 
 /** The fields of the agent's "run finished" line. */

@@ -24,7 +24,6 @@ import { type Identity, ownerLine } from "../identity.ts";
 import type { Logger } from "../observe/log.ts";
 import type { RequestInput, RequestState, TerminalStatus } from "../request.ts";
 import type { Outbox } from "../state/outbox.ts";
-import { removeFiles } from "../state/private_fs.ts";
 import type { RunRecord, StateDir } from "../state/state_dir.ts";
 import { longTimeout } from "../timers.ts";
 import {
@@ -35,7 +34,7 @@ import {
   finishedFields,
   progressReport,
   readReportFile,
-  RUN_FILES,
+  removeRunFiles,
   stoppedNote,
   terminalValue,
 } from "./finish.ts";
@@ -262,7 +261,7 @@ export class Job {
     }
     await beats?.stop();
     // The recipe (secrets in clear) is gone before anyone can see the run as finished.
-    await removeFiles(runDir, RUN_FILES);
+    await removeRunFiles(runDir);
     try {
       await this.#finish(status, structured, reportFileText);
     } catch (err) {
