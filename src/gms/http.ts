@@ -169,7 +169,7 @@ export class GmsHttp {
           url,
           headers,
           payload,
-          AbortSignal.timeout(this.#timeoutMs),
+          this.#timeoutMs,
         );
       } catch (err) {
         const e = this.failure(operation, err);

@@ -7,7 +7,7 @@
  *     verification setting an https:// proxy itself;
  *   - the proxy: `datahub.proxy`, else HTTPS_PROXY/HTTP_PROXY (lower case first), NO_PROXY honoured;
  *     every request to GMS goes through a CONNECT tunnel then, plain HTTP ones too;
- *   - a deadline on everything: the caller's AbortSignal ends a request in any phase (DNS,
+ *   - a deadline on everything: the caller's timeout ends a request in any phase (DNS,
  *     connect, CONNECT, TLS, headers, body), and an unanswered CONNECT fails within
  *     `datahub.timeout` on its own;
  *   - the mapping of network failures to a GmsError whose message names the problem and the
@@ -122,14 +122,15 @@ export class Transport {
 
   /**
    * One request to GMS: resolves with the answer (any status), rejects with the network error
-   * (for `failure`) or the signal's abort.
+   * (for `failure`) or, after `timeoutMs`, a TimeoutError. One timer rather than an AbortSignal:
+   * the signal's listeners cost more CPU than the request's own parsing (BENCHMARKS.md, issue 15).
    */
   send(
     method: string,
     url: URL,
     headers: Record<string, string>,
     body: string | undefined,
-    signal: AbortSignal,
+    timeoutMs: number,
   ): Promise<HttpAnswer> {
     return new Promise<HttpAnswer>((resolve, reject) => {
       const req = this.#request(url, {
@@ -138,19 +139,26 @@ export class Transport {
           ? headers
           : { ...headers, "content-length": String(Buffer.byteLength(body)) },
         agent: this.#agent,
-        signal,
       });
-      req.once("error", reject);
+      const timer = setTimeout(() => {
+        const late = new DOMException("The operation was aborted due to timeout", "TimeoutError");
+        req.destroy(late);
+        reject(late);
+      }, timeoutMs);
+      const fail = (err: Error) => {
+        clearTimeout(timer);
+        reject(err);
+      };
+      req.once("error", fail);
       req.once("response", (res) => {
         const chunks: string[] = [];
         res.setEncoding("utf8");
         res.on("data", (chunk: string) => chunks.push(chunk));
-        res.once("error", reject);
-        res.once(
-          "end",
-          () =>
-            resolve({ status: res.statusCode ?? 0, headers: res.headers, text: chunks.join("") }),
-        );
+        res.once("error", fail);
+        res.once("end", () => {
+          clearTimeout(timer);
+          resolve({ status: res.statusCode ?? 0, headers: res.headers, text: chunks.join("") });
+        });
       });
       req.end(body);
     });
