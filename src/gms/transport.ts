@@ -122,8 +122,8 @@ export class Transport {
 
   /**
    * One request to GMS: resolves with the answer (any status), rejects with the network error
-   * (for `failure`) or, after `timeoutMs`, a TimeoutError. One timer rather than an AbortSignal:
-   * the signal's listeners cost more CPU than the request's own parsing (BENCHMARKS.md, issue 15).
+   * (for `failure`) or, after `timeoutMs`, a TimeoutError. One timer rather than an AbortSignal,
+   * which adds listeners and objects to every request (BENCHMARKS.md, issue 15).
    */
   send(
     method: string,
