@@ -19,23 +19,22 @@ import {
   type ClaimOutcome,
   claimRequest,
   closeUnrun,
-  duplicateReason,
   perCandidate,
   settleClaim,
-  staleReason,
   UncertainClaims,
 } from "./claim.ts";
 import type { GmsApi } from "../gms/client.ts";
 import type { AdoptedRun } from "../run/execution.ts";
 import { Job, type JobDeps } from "../run/job.ts";
 import { runDirName } from "../run/prepare.ts";
+import { Candidates } from "./candidates.ts";
 import { Poller } from "./poller.ts";
 import { sleep } from "../run/process.ts";
 import type { Candidate } from "../request.ts";
 import { throttledPruner } from "../state/retention.ts";
 import type { LiveState } from "../observe/live.ts";
 import { metrics } from "../observe/metrics.ts";
-import { nextPages, pendingOf, spreadClaims } from "./paging.ts";
+import { spreadClaims } from "./paging.ts";
 import { Reaper } from "./reaper.ts";
 import { candidateOf, Schedule } from "./schedule.ts";
 import { applyKills } from "./signals.ts";
@@ -83,8 +82,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   readonly #uncertain = new UncertainClaims();
   readonly #reaper: Reaper;
   readonly #schedule: Schedule;
-  #pendingStart = 0;
-  #runningStart = 0;
+  readonly #candidates: Candidates;
 
   constructor(deps: AgentDeps) {
     super();
@@ -92,6 +90,13 @@ export class Agent extends EventEmitter<AgentEvents> {
     const { agent, ingestion } = deps.config;
     this.#queue = new PQueue({ concurrency: agent.maxConcurrent });
     this.#schedule = new Schedule(deps.config);
+    this.#candidates = new Candidates({
+      gms: deps.gms,
+      executorId: deps.config.executorId,
+      pollIntervalMs: agent.pollIntervalMs,
+      live: deps.live,
+      polled: (counts) => this.emit("polled", counts),
+    });
     const prune = throttledPruner({
       workDir: agent.workDir,
       maxAgeMs: ingestion.logRetentionMs,
@@ -188,9 +193,7 @@ export class Agent extends EventEmitter<AgentEvents> {
         if (!delivered) {
           this.#d.log.warn(
             "GMS unreachable: undelivered results stay in state_dir for the next start",
-            {
-              results: this.#d.outbox.pending,
-            },
+            { results: this.#d.outbox.pending },
           );
           this.#d.outbox.stop();
         }
@@ -216,57 +219,51 @@ export class Agent extends EventEmitter<AgentEvents> {
     for (const job of this.#jobs.values()) job.kill();
   }
 
-  /** One discovery query, then claims while slots are free (oldest first), then the reaper. */
+  /**
+   * One discovery query (or the last one's leftovers, candidates.ts), then claims while slots are
+   * free (oldest first), then the reaper.
+   */
   async #poll(): Promise<void> {
     if (this.#state !== "running") return;
-    const { config, log } = this.#d;
+    const { log } = this.#d;
     await this.#settleUncertain();
     const free = this.#freeSlots();
-    const count = Math.min(100, Math.max(10, free * 3));
-    const found = await this.#d.gms.discover(config.executorId, {
-      count,
-      pendingStart: this.#pendingStart,
-      runningStart: this.#runningStart,
-    });
-    this.emit("polled", { pending: found.pending.length, running: found.running.length });
-    const { total, ageS } = pendingOf(found, this.#d.gms.serverNow()); // oldest: GMS's clock
-    metrics.pending(total, ageS);
-    this.#d.live?.polled(total, ageS);
+    const left = free > 0 ? this.#candidates.leftover() : undefined;
+    const found = left?.found ?? await this.#candidates.discover(free);
     // Whether this page led anywhere: a claim decided (won, lost, cancelled, uncertain) or a
     // stale request closed. Skips and per-candidate errors do not count.
     let progressed = false;
     const unusable = await this.#d.runtimeProblem?.(); // left pending for a working agent
-    for (const c of unusable ? [] : spreadClaims(found.pending, free)) {
+    for (const c of unusable ? [] : spreadClaims(left?.untried ?? found.pending, free)) {
       if (this.#state !== "running") break;
-      if (this.#jobs.has(c.urn) || this.#uncertain.has(c.urn)) continue;
+      if (this.#holds(c.urn)) continue;
       const fast = FAST_TASKS.has(c.task);
       const slots = this.#freeSlots();
       const fastFree = this.#fastQueue.pending + this.#fastQueue.size === 0 &&
         !this.#uncertain.holdsReserved;
       if (slots <= 0 && !(fast && fastFree)) continue;
-      // GMS's clock, not ours: requestedAt was stamped by GMS or the UI's host.
-      const now = this.#d.gms.serverNow();
-      const stale = c.requestedAt !== undefined &&
-        now - c.requestedAt > config.agent.maxRequestAgeMs;
-      const plan = stale ? undefined : this.#schedule.before(c, found.running); // schedule.ts
-      if (plan?.kind === "leave") {
+      const plan = this.#schedule.action(c, found.running, this.#d.gms.serverNow()); // schedule.ts
+      if (plan.kind === "leave") {
         log.debug("left pending", { urn: c.urn, why: plan.why });
         continue;
       }
+      this.#candidates.tried(c.urn);
       const done = await perCandidate(
         c,
         log,
         () =>
-          stale
-            ? this.#closeUnrun(c, "ABORTED", staleReason(config.executorId, now - c.requestedAt!))
-            : plan?.kind === "duplicate"
-            ? this.#closeUnrun(c, "DUPLICATE", duplicateReason(plan.of))
+          plan.kind === "close"
+            ? this.#closeUnrun(c, plan.status, plan.why)
             : this.#claim(c, fast && slots <= 0, found.pending),
       );
       progressed ||= done;
+      if (left && !this.#candidates.leftover()) break; // used up, or stale (the pool took them)
     }
-    const next = nextPages(found.pages, progressed || free <= 0); // paging.ts
-    ({ pending: this.#pendingStart, running: this.#runningStart } = next);
+    if (left) {
+      if (this.#freeSlots() > 0 && !this.#candidates.leftover()) this.#poller.nudge(); // discover
+      return;
+    }
+    this.#candidates.paged(found, progressed || free <= 0);
     await this.#reaper.reap(found.running);
   }
 
@@ -278,15 +275,9 @@ export class Agent extends EventEmitter<AgentEvents> {
 
   /** Claims `c` (unless its source type is at its limit, now that the read shows its type). */
   async #claim(c: Candidate, useReservedSlot: boolean, seen: Candidate[]): Promise<boolean> {
-    const { config, identity } = this.#d;
-    const outcome = await claimRequest(
-      this.#d.gms,
-      c.urn,
-      identity,
-      config.agent.leaseTtlMs,
-      Date.now(),
-      this.#schedule.decider(c),
-    );
+    const { gms, identity, config } = this.#d;
+    const [ttl, decide] = [config.agent.leaseTtlMs, this.#schedule.decider(c)];
+    const outcome = await claimRequest(gms, c.urn, identity, ttl, Date.now(), decide);
     this.#claimed(c, outcome, useReservedSlot, Schedule.siblings(c, seen));
     return outcome.kind !== "skip";
   }
@@ -299,6 +290,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   ): void {
     const { log } = this.#d;
     const { urn, task } = c;
+    this.#candidates.claimed(urn, outcome);
     switch (outcome.kind) {
       case "lost":
         metrics.claim("lost");
@@ -316,11 +308,8 @@ export class Agent extends EventEmitter<AgentEvents> {
           urn,
           error: outcome.error,
         });
-        this.#uncertain.set(urn, {
-          token: outcome.token,
-          startTimeMs: outcome.startTimeMs,
-          useReservedSlot,
-        });
+        const { token, startTimeMs } = outcome;
+        this.#uncertain.set(urn, { token, startTimeMs, useReservedSlot });
         return;
       case "claimed": {
         metrics.claim("won");
@@ -372,6 +361,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     const live = this.#d.live;
     void queue.add(() => job.run()).finally(() => {
       this.#jobs.delete(job.urn);
+      this.#candidates.decided(job.urn);
       this.#schedule.ended(job.urn);
       live?.runEnded(job.urn);
       if (job.status) {
@@ -386,6 +376,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   /** Closes a request without running it (claim.ts `closeUnrun`): too old, or a duplicate. */
   async #closeUnrun(c: Candidate, status: "ABORTED" | "DUPLICATE", why: string): Promise<boolean> {
     const outcome = await closeUnrun(this.#d.gms, c.urn, this.#d, status, why);
+    this.#candidates.claimed(c.urn, outcome);
     if (outcome.kind === "claimed") {
       this.#d.log.warn("closed a request without running it", { urn: c.urn, status, why });
       this.emit("reaped", { urn: c.urn, status, unrun: true });
@@ -393,8 +384,12 @@ export class Agent extends EventEmitter<AgentEvents> {
     return outcome.kind !== "skip";
   }
 
-  /** Whether this agent itself holds the request: a job, a result on its way, a claim to settle. */
+  /**
+   * Whether this agent itself holds the request (a job, a result on its way, a claim to settle),
+   * or decided it moments ago (search may still show it pending or RUNNING).
+   */
   #holds(urn: string): boolean {
-    return this.#jobs.has(urn) || this.#d.outbox.holds(urn) || this.#uncertain.has(urn);
+    return this.#jobs.has(urn) || this.#d.outbox.holds(urn) || this.#uncertain.has(urn) ||
+      this.#candidates.recent(urn);
   }
 }

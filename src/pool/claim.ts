@@ -24,8 +24,11 @@ export type ClaimOutcome =
   | { kind: "cancelled" }
   /** Another agent won the race. */
   | { kind: "lost" }
-  /** The request is gone, already has a result, or has no input. */
-  | { kind: "skip"; reason: string }
+  /**
+   * Not claimed: the request is gone or already has a result (`gone`: discovery was stale), has
+   * no input, or is left pending for now.
+   */
+  | { kind: "skip"; reason: string; gone?: boolean }
   /**
    * GMS failed to answer the claim and could not be re-read: the claim may have landed. The
    * agent keeps the token and asks again (`settleClaim`) before anything else is decided.
@@ -48,8 +51,10 @@ export async function claimRequest(
   ) => ResultValue | { leave: string } | undefined,
 ): Promise<ClaimOutcome> {
   const request = await gms.readRequest(urn);
-  if (!request) return { kind: "skip", reason: "deleted" };
-  if (request.result) return { kind: "skip", reason: `already ${request.result.value.status}` };
+  if (!request) return { kind: "skip", reason: "deleted", gone: true };
+  if (request.result) {
+    return { kind: "skip", reason: `already ${request.result.value.status}`, gone: true };
+  }
   if (!request.input) return { kind: "skip", reason: "no input aspect" };
   const decided = decide?.(now, { ...request, input: request.input });
   if (decided && "leave" in decided) return { kind: "skip", reason: decided.leave };

@@ -55,11 +55,13 @@ Deno.test("claimRequest: already has a result → skip without writing", async (
   assert.deepEqual(await claimRequest(gms, urn, ME, TTL, NOW), {
     kind: "skip",
     reason: "already SUCCESS",
+    gone: true,
   });
-  assert.equal(
-    (await claimRequest(gms, "urn:li:dataHubExecutionRequest:gone", ME, TTL)).kind,
-    "skip",
-  );
+  assert.deepEqual(await claimRequest(gms, "urn:li:dataHubExecutionRequest:gone", ME, TTL), {
+    kind: "skip",
+    reason: "deleted",
+    gone: true,
+  });
   assert.equal(gms.callsOf("write").length, 0);
 });
 

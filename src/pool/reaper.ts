@@ -1,7 +1,8 @@
 /**
  * The reaper: every agent of a pool closes RUNNING requests of its executor id that nobody holds
  * any more (see `reap`). It reads discovery's page of RUNNING requests (no query of its own),
- * re-reads a request only when first seen and when its heartbeat signature stops changing, and
+ * re-reads a request when first seen without a recent heartbeat, and when its heartbeat signature
+ * stops changing, and
  * closes with a conditional write under a token of its own, so two reapers cannot both win and a
  * closed result never passes for its owner's.
  */
@@ -48,10 +49,12 @@ export class Reaper {
   /**
    * RUNNING requests of our pool that nobody holds any more. Search shows start + duration, which
    * a live owner's heartbeats keep changing; a request is re-read (consistent, with GMS's
-   * timestamps) when first seen and again when that signature has not changed for a lease_ttl.
+   * timestamps) when first seen, unless it shows a heartbeat within the last lease_ttl (a pool's
+   * agents see each other's new runs all the time), and again when that signature has not
+   * changed for a lease_ttl.
    * It is closed, with a conditional write so two reapers cannot both win, when
    *   - it claims to be this very agent's but no job, outbox entry or pending claim holds it
-   *     (the agent lost track of it): at once;
+   *     (the agent lost track of it): as soon as it is read;
    *   - its owner's lease lapsed (GMS's `lastObserved` + lease, on GMS's clock) one lease_ttl
    *     ago, or at once after it lapsed if a user asked to KILL it (CANCELLED, as the Python
    *     executor answers a KILL for a run it does not know).
@@ -60,6 +63,7 @@ export class Reaper {
   async reap(running: RunningSummary[]): Promise<void> {
     const ttl = this.#d.config.agent.leaseTtlMs;
     const mono = performance.now();
+    const serverNow = this.#d.gms.serverNow();
     for (const r of running) {
       if (this.#d.holds(r.urn)) continue;
       const signature = `${r.startTimeMs}:${r.durationMs}`;
@@ -70,8 +74,12 @@ export class Reaper {
       }
       w.seenAt = mono;
       if (w.foreign) continue;
-      const due = w.readAt === undefined ||
-        (mono - w.changedAt >= ttl && mono - w.readAt >= ttl / 2);
+      // start + duration: the owner's last heartbeat, by the owner's clock (the signature rule
+      // below catches what a skewed clock makes look fresh).
+      const beat = (r.startTimeMs ?? NaN) + (r.durationMs ?? NaN);
+      const fresh = serverNow - beat < ttl;
+      const due = (w.readAt === undefined && !fresh) ||
+        (mono - w.changedAt >= ttl && (w.readAt === undefined || mono - w.readAt >= ttl / 2));
       if (!due) continue;
       w.readAt = mono;
       const state = await this.#d.gms.readRequest(r.urn);

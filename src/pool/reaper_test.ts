@@ -163,14 +163,17 @@ Deno.test("reaper: lapsed less than a lease ago → untouched until a lease pass
   assert.equal(env.gms.result(urn)!.value.status, "ABORTED");
 });
 
-Deno.test("reaper: a fresh lease → untouched, read once", async () => {
+Deno.test("reaper: a fresh heartbeat → not read; read once it showed no change for a lease; untouched", async () => {
   await using env = await setup();
   const urn = env.orphan(10_000);
   env.agent.start();
   await advance(env.clock, TTL - 10_000, 250);
   assert.ok(env.polls() >= 8);
   assert.equal(env.gms.callsOf("write").length, 0);
-  assert.equal(env.gms.callsOf("read", urn).length, 1, "re-read only when due");
+  assert.equal(env.gms.callsOf("read", urn).length, 0, "a heartbeat within a lease: no read");
+  await advance(env.clock, 10_000 + 2 * POLL_MAX, 250);
+  assert.equal(env.gms.callsOf("read", urn).length, 1, "unchanged for a lease: read once");
+  assert.equal(env.gms.callsOf("write").length, 0, "lapsed less than a lease ago");
 });
 
 Deno.test("reaper: a live owner (heartbeats change start+duration) is never reaped", async () => {
@@ -185,7 +188,7 @@ Deno.test("reaper: a live owner (heartbeats change start+duration) is never reap
   }
   assert.equal(env.gms.result(urn)!.value.status, "RUNNING");
   assert.equal(env.gms.callsOf("write").length, 0);
-  assert.equal(env.gms.callsOf("read", urn).length, 1);
+  assert.equal(env.gms.callsOf("read", urn).length, 0, "its heartbeats show: never read");
 });
 
 Deno.test("reaper: GMS clock +10 min, lapsed by GMS's clock → ABORTED", async () => {
@@ -259,11 +262,16 @@ Deno.test("reaper: appSource reportingExecutor → never touched, read once", as
   assert.equal(env.gms.result(urn)!.value.status, "RUNNING");
 });
 
-Deno.test("reaper: RUNNING as this instance, held by no job → closed at once", async () => {
+Deno.test("reaper: RUNNING as this instance, held by no job → closed once its heartbeat stops showing", async () => {
   await using env = await setup();
   const urn = env.orphan(1_000, ME); // fresh lease, but ours, and we hold nothing
   env.agent.start();
   await env.poll();
+  assert.equal(writesTo(env.gms, urn).length, 0, "its last heartbeat is recent: not read yet");
+  await advanceUntil(env.clock, () => env.reaped.length > 0, "reaped", {
+    stepMs: 250,
+    maxMs: TTL + 2 * POLL_MAX,
+  });
   const stored = env.gms.result(urn)!;
   assert.equal(stored.value.status, "ABORTED");
   assert.match(stored.value.report!, /lost track of the run/);

@@ -20,6 +20,7 @@ import type { GmsApi, RunningSummary } from "../gms/client.ts";
 import type { Candidate, RequestInput } from "../request.ts";
 import { parseRecipe, sourceType } from "../run/recipe.ts";
 import { sleep } from "../timers.ts";
+import { duplicateReason, staleReason } from "./claim.ts";
 
 export const SETTLE_MS = 1_000;
 
@@ -37,6 +38,13 @@ export type Before =
   /** Closed without running: another request of the same source runs. */
   | { kind: "duplicate"; of: string };
 
+/** What the poll loop does with a candidate now. */
+export type Action =
+  | { kind: "claim" }
+  | { kind: "leave"; why: string }
+  /** Closed without running (through a claim): too old, or a duplicate of a running one. */
+  | { kind: "close"; status: "ABORTED" | "DUPLICATE"; why: string };
+
 export class Schedule {
   readonly #config: AgentConfig;
   /** This agent's runs (claimed, not ended) and what they run. */
@@ -46,6 +54,25 @@ export class Schedule {
 
   constructor(config: AgentConfig) {
     this.#config = config;
+  }
+
+  /**
+   * What to do with `c` now: close it (waited longer than max_request_age, by GMS's clock `now`,
+   * since GMS or the UI's host stamped requestedAt; or a duplicate: `before`), leave it, claim it.
+   */
+  action(c: Candidate, running: readonly RunningSummary[], now: number): Action {
+    const { agent, executorId } = this.#config;
+    if (c.requestedAt !== undefined && now - c.requestedAt > agent.maxRequestAgeMs) {
+      return {
+        kind: "close",
+        status: "ABORTED",
+        why: staleReason(executorId, now - c.requestedAt),
+      };
+    }
+    const plan = this.before(c, running);
+    return plan.kind === "duplicate"
+      ? { kind: "close", status: "DUPLICATE", why: duplicateReason(plan.of) }
+      : plan;
   }
 
   /** Whether to claim `c` now, given the pool's RUNNING requests of this poll. */

@@ -95,3 +95,22 @@ Deno.test("schedule: settle — the older request or the one claimed clearly fir
   );
   assert.equal(await s.settle(gms, me, []), undefined, "no siblings: no wait");
 });
+
+Deno.test("schedule.action: too old → close ABORTED; a running source (skip) → close DUPLICATE naming it; else before's answer", () => {
+  const s = new Schedule(config({ max_request_age: "1m" }));
+  const old = s.action(cand("u:old", { requestedAt: 0 }), [], 61_000);
+  assert.equal(old.kind === "close" && old.status, "ABORTED");
+  assert.match(old.kind === "close" ? old.why : "", /waited 1 minutes/);
+  const running = [{
+    urn: "u:run",
+    executorId: "default",
+    startTimeMs: 1,
+    durationMs: 1,
+    ingestionSource: SOURCE,
+  }];
+  const dup = s.action(cand("u:s", { scheduled: true, requestedAt: 60_000 }), running, 61_000);
+  assert.equal(dup.kind === "close" && dup.status, "DUPLICATE");
+  assert.match(dup.kind === "close" ? dup.why : "", /u:run/);
+  assert.equal(s.action(cand("u:m", { requestedAt: 60_000 }), running, 61_000).kind, "leave");
+  assert.equal(s.action(cand("u:m", { requestedAt: 60_000 }), [], 61_000).kind, "claim");
+});
