@@ -302,7 +302,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       case "cancelled":
         log.info("closed a request cancelled before it started", { urn });
         return;
-      case "uncertain":
+      case "uncertain": {
         // The claim may have landed: remember the token, and settle it before the next claims.
         log.warn("claim answer lost; will read the request to settle it", {
           urn,
@@ -311,6 +311,7 @@ export class Agent extends EventEmitter<AgentEvents> {
         const { token, startTimeMs } = outcome;
         this.#uncertain.set(urn, { token, startTimeMs, useReservedSlot });
         return;
+      }
       case "claimed": {
         metrics.claim("won");
         const requestedAt = outcome.request.input.requestedAt;

@@ -11,8 +11,7 @@
  * leaves no orphans.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { accessSync, closeSync, constants, statSync } from "node:fs";
-import { readFile } from "node:fs/promises";
+import { accessSync, closeSync, constants, readFileSync, statSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import process from "node:process";
@@ -180,8 +179,14 @@ export class RunProcess {
 }
 
 /** The exit the shim recorded, or undefined when it wrote none (it was killed, or still runs). */
+// deno-lint-ignore require-await -- a Promise, as its callers expect
 export async function readExitStatus(file: string): Promise<ProcessExit | undefined> {
-  const text = await readFile(file, "utf8").catch(() => undefined);
+  let text: string | undefined;
+  try {
+    text = readFileSync(file, "utf8"); // a few bytes, local
+  } catch {
+    text = undefined;
+  }
   const rc = Number(text?.trim());
   return text !== undefined && Number.isInteger(rc) ? fromStatus(rc) : undefined;
 }

@@ -2,8 +2,12 @@
  * Files that survive a crash whole: a write goes to a temp file unique to that write, which is
  * fsynced, renamed over the target, then the directory is fsynced (state_dir.ts, lock.ts). Writes
  * that land together in one directory share its fsync (`syncDir`: group commit).
+ *
+ * The files are small (a journal entry, a result): open, write, close, rename and unlink take
+ * microseconds, so they run on the calling thread; only the fsyncs, which wait for the disk, go to
+ * libuv's pool. Each pool hop costs the agent more CPU than those calls themselves (BENCHMARKS.md).
  */
-import { open, rename, rm, unlink } from "node:fs/promises";
+import { closeSync, fsync, openSync, renameSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import process from "node:process";
 import { setImmediate } from "node:timers";
@@ -15,9 +19,9 @@ let tempSeq = 0;
 export async function writeDurably(file: string, content: string): Promise<void> {
   const tmp = await writeTemp(file, content);
   try {
-    await rename(tmp, file);
+    renameSync(tmp, file);
   } catch (err) {
-    await rm(tmp, { force: true });
+    rmSync(tmp, { force: true });
     throw err;
   }
   await syncDir(path.dirname(file));
@@ -26,17 +30,22 @@ export async function writeDurably(file: string, content: string): Promise<void>
 /** A new, fsynced, 0600 temp file next to `file`, named uniquely for this write. */
 export async function writeTemp(file: string, content: string): Promise<string> {
   const tmp = `${file}.${process.pid}.${++tempSeq}.tmp`;
-  const handle = await open(tmp, "wx", 0o600);
+  const fd = openSync(tmp, "wx", 0o600);
   try {
-    await handle.writeFile(content, "utf8");
-    await handle.sync();
+    writeFileSync(fd, content, "utf8");
+    await fsyncFd(fd);
   } catch (err) {
-    await handle.close();
-    await rm(tmp, { force: true });
+    closeSync(fd);
+    rmSync(tmp, { force: true });
     throw err;
   }
-  await handle.close();
+  closeSync(fd);
   return tmp;
+}
+
+/** fsync(2) on libuv's pool (the callback API: no FileHandle, one hop). */
+function fsyncFd(fd: number): Promise<void> {
+  return new Promise((resolve, reject) => fsync(fd, (err) => err ? reject(err) : resolve()));
 }
 
 /** A directory sync that callers join until it starts. */
@@ -88,15 +97,15 @@ async function runBatch(dir: string, state: { running: boolean; next: Batch | un
 
 /** One fsync of a directory. */
 async function syncDirNow(dir: string): Promise<void> {
-  let handle;
+  let fd: number | undefined;
   try {
-    handle = await open(dir, "r");
-    await handle.sync();
+    fd = openSync(dir, "r");
+    await fsyncFd(fd);
   } catch (err) {
     const code = errno(err);
     if (code !== "EINVAL" && code !== "EISDIR" && code !== "ENOTSUP") throw err;
   } finally {
-    await handle?.close();
+    if (fd !== undefined) closeSync(fd);
   }
 }
 
@@ -104,9 +113,10 @@ async function syncDirNow(dir: string): Promise<void> {
  * Removes a file; one that is not there is not an error. (One unlink: `rm` with `force` looks the
  * path up first.) The directory entry is durable only after a `syncDir`.
  */
+// deno-lint-ignore require-await -- a Promise, so callers see a failure as a rejection
 export async function removeFile(file: string): Promise<void> {
   try {
-    await unlink(file);
+    unlinkSync(file);
   } catch (err) {
     if (errno(err) !== "ENOENT") throw err;
   }
