@@ -1,10 +1,9 @@
 /**
  * The reaper: every agent of a pool closes RUNNING requests of its executor id that nobody holds
  * any more (see `reap`). It reads discovery's page of RUNNING requests (no query of its own),
- * re-reads a request when first seen without a recent heartbeat, and when its heartbeat signature
- * stops changing, and
- * closes with a conditional write under a token of its own, so two reapers cannot both win and a
- * closed result never passes for its owner's.
+ * re-reads a request when first seen without a recent heartbeat and when its heartbeat signature
+ * stops changing, and closes with a conditional write under a token of its own, so two reapers
+ * cannot both win and a closed result never passes for its owner's.
  */
 import type { AgentConfig } from "../config/config.ts";
 import type { GmsApi, RunningSummary } from "../gms/client.ts";

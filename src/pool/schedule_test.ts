@@ -15,6 +15,14 @@ const cand = (urn: string, o: Partial<Candidate> = {}): Candidate => ({
   scheduled: false,
   ...o,
 });
+/** A RUNNING request of SOURCE, as discovery shows it. */
+const running = [{
+  urn: "u:run",
+  executorId: "default",
+  startTimeMs: 1,
+  durationMs: 1,
+  ingestionSource: SOURCE,
+}];
 const input = (type: string): RequestInput =>
   ({
     task: "RUN_INGEST",
@@ -23,13 +31,6 @@ const input = (type: string): RequestInput =>
 
 Deno.test("schedule: a running source → manual waits, scheduled is DUPLICATE naming it; per-type override; TEST_CONNECTION exempt", () => {
   const s = new Schedule(config({ on_overlap: { source_types: { snowflake: "skip" } } }));
-  const running = [{
-    urn: "u:run",
-    executorId: "default",
-    startTimeMs: 1,
-    durationMs: 1,
-    ingestionSource: SOURCE,
-  }];
   assert.equal(s.before(cand("u:m"), running).kind, "leave");
   assert.deepEqual(s.before(cand("u:s", { scheduled: true }), running), {
     kind: "duplicate",
@@ -101,13 +102,6 @@ Deno.test("schedule.action: too old → close ABORTED; a running source (skip) �
   const old = s.action(cand("u:old", { requestedAt: 0 }), [], 61_000);
   assert.equal(old.kind === "close" && old.status, "ABORTED");
   assert.match(old.kind === "close" ? old.why : "", /waited 1 minutes/);
-  const running = [{
-    urn: "u:run",
-    executorId: "default",
-    startTimeMs: 1,
-    durationMs: 1,
-    ingestionSource: SOURCE,
-  }];
   const dup = s.action(cand("u:s", { scheduled: true, requestedAt: 60_000 }), running, 61_000);
   assert.equal(dup.kind === "close" && dup.status, "DUPLICATE");
   assert.match(dup.kind === "close" ? dup.why : "", /u:run/);

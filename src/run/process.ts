@@ -185,7 +185,7 @@ export async function readExitStatus(file: string): Promise<ProcessExit | undefi
   try {
     text = readFileSync(file, "utf8"); // a few bytes, local
   } catch {
-    text = undefined;
+    // not written (yet): undefined
   }
   const rc = Number(text?.trim());
   return text !== undefined && Number.isInteger(rc) ? fromStatus(rc) : undefined;
